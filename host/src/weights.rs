@@ -1,0 +1,85 @@
+//! Float weights in one plain, framework-free form: what the trainer produces
+//! and the ONNX exporter and quantizer consume.
+
+use anyhow::{Result, ensure};
+use facemark_core::network::{LAYERS, Layer};
+use rand::{Rng, SeedableRng};
+
+/// One layer's float parameters.
+///
+/// Layouts (the ones burn uses, so conversion is a plain copy):
+/// - conv: `weight` is `[out_ch][in_ch][3][3]` (OIHW), `bias` is `[out_ch]`;
+/// - dense: `weight` is `[in][out]` (burn's `Linear`, ONNX Gemm with transB = 0),
+///   `bias` is `[out]`. The first dense layer's `in` index is the NCHW
+///   flatten order `c * 36 + y * 6 + x`, as in burn and ONNX.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerWeights {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// Float parameters for every layer of [`LAYERS`], in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FloatWeights {
+    pub layers: Vec<LayerWeights>,
+}
+
+impl FloatWeights {
+    /// Checks every tensor's length against the network table.
+    pub fn check(&self) -> Result<()> {
+        ensure!(
+            self.layers.len() == LAYERS.len(),
+            "float weights have {} layers, the network has {}",
+            self.layers.len(),
+            LAYERS.len()
+        );
+        for (i, (l, w)) in LAYERS.iter().zip(&self.layers).enumerate() {
+            ensure!(
+                w.weight.len() == l.weight_len(),
+                "layer {i}: {} weights, the network needs {}",
+                w.weight.len(),
+                l.weight_len()
+            );
+            ensure!(
+                w.bias.len() == l.out_ch,
+                "layer {i}: {} biases, the network needs {}",
+                w.bias.len(),
+                l.out_ch
+            );
+            ensure!(
+                w.weight.iter().chain(&w.bias).all(|v| v.is_finite()),
+                "layer {i}: weights are not all finite"
+            );
+        }
+        Ok(())
+    }
+
+    /// Kaiming-uniform weights (fan-in, gain sqrt(2)) and small random biases:
+    /// realistic random networks for the parity tests.
+    pub fn random(seed: u64, bias_scale: f32) -> Self {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let layers = LAYERS
+            .iter()
+            .map(|l: &Layer| {
+                let bound = (6.0f32 / l.fan_in() as f32).sqrt();
+                LayerWeights {
+                    weight: (0..l.weight_len()).map(|_| rng.random_range(-bound..bound)).collect(),
+                    bias: (0..l.out_ch).map(|_| rng.random_range(-bias_scale..=bias_scale)).collect(),
+                }
+            })
+            .collect();
+        Self { layers }
+    }
+
+    /// Conv weight at (out, in, ky, kx).
+    pub fn conv_weight(&self, layer: usize, o: usize, i: usize, ky: usize, kx: usize) -> f32 {
+        let l = &LAYERS[layer];
+        self.layers[layer].weight[((o * l.in_ch + i) * 3 + ky) * 3 + kx]
+    }
+
+    /// Dense weight at (out, in), `in` in NCHW flatten order.
+    pub fn dense_weight(&self, layer: usize, o: usize, i: usize) -> f32 {
+        let l = &LAYERS[layer];
+        self.layers[layer].weight[i * l.out_ch + o]
+    }
+}
