@@ -23,10 +23,20 @@ pub struct Layer {
 
 impl Layer {
     pub const fn conv(in_side: usize, in_ch: usize, out_ch: usize) -> Self {
-        Self { kind: LayerKind::ConvReluPool, in_side, in_ch, out_ch }
+        Self {
+            kind: LayerKind::ConvReluPool,
+            in_side,
+            in_ch,
+            out_ch,
+        }
     }
     pub const fn dense(in_features: usize, out_features: usize, relu: bool) -> Self {
-        Self { kind: LayerKind::Dense { relu }, in_side: 1, in_ch: in_features, out_ch: out_features }
+        Self {
+            kind: LayerKind::Dense { relu },
+            in_side: 1,
+            in_ch: in_features,
+            out_ch: out_features,
+        }
     }
     pub const fn is_conv(&self) -> bool {
         matches!(self.kind, LayerKind::ConvReluPool)
@@ -52,7 +62,11 @@ impl Layer {
     }
     /// Weights per output channel (9 * in_ch for conv, in_ch for dense).
     pub const fn fan_in(&self) -> usize {
-        if self.is_conv() { 9 * self.in_ch } else { self.in_ch }
+        if self.is_conv() {
+            9 * self.in_ch
+        } else {
+            self.in_ch
+        }
     }
     pub const fn weight_len(&self) -> usize {
         self.fan_in() * self.out_ch
@@ -194,14 +208,21 @@ pub const INPUT_OFFSET: usize = ARENA_LEN - INPUT_LEN;
 pub const PLACEMENTS: [Placement; LAYER_COUNT] = placements();
 
 const fn placements() -> [Placement; LAYER_COUNT] {
-    let mut p = [Placement { in_off: 0, out_off: 0 }; LAYER_COUNT];
+    let mut p = [Placement {
+        in_off: 0,
+        out_off: 0,
+    }; LAYER_COUNT];
     let mut in_off = INPUT_OFFSET;
     let mut i = 0;
     while i < LAYER_COUNT {
         let l = LAYERS[i];
         // Alternate ends of the arena: output at the end when the input starts
         // at 0, at 0 otherwise.
-        let out_off = if in_off == 0 { ARENA_LEN - l.out_len() } else { 0 };
+        let out_off = if in_off == 0 {
+            ARENA_LEN - l.out_len()
+        } else {
+            0
+        };
         p[i] = Placement { in_off, out_off };
         in_off = out_off;
         i += 1;

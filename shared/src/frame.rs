@@ -1,0 +1,228 @@
+//! Serial framing: `COBS(postcard message ++ CRC-32 LE) ++ 0x00`.
+//!
+//! A reader bounds every frame, reports what was wrong with a bad one, and
+//! resynchronises on the next `0x00`, so any byte stream leaves it ready for
+//! the next good frame.
+
+use crate::crc32::crc32;
+use serde::Serialize;
+
+/// Why a frame was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FrameError {
+    /// Longer than the reader's buffer; dropped up to the next delimiter.
+    TooLong,
+    /// Not valid COBS.
+    BadEncoding,
+    /// Shorter than a CRC.
+    TooShort,
+    /// The CRC-32 does not match the contents.
+    BadChecksum,
+    /// The message does not fit the output buffer (sender side).
+    NoRoom,
+}
+
+/// COBS-encodes `src` into `dst` (no delimiter); returns the length written.
+pub fn cobs_encode(src: &[u8], dst: &mut [u8]) -> Option<usize> {
+    let mut code_at = 0;
+    let mut out = 1;
+    let mut code: u8 = 1;
+    for &b in src {
+        if b == 0 {
+            *dst.get_mut(code_at)? = code;
+            code_at = out;
+            out += 1;
+            code = 1;
+        } else {
+            *dst.get_mut(out)? = b;
+            out += 1;
+            code += 1;
+            if code == 0xff {
+                *dst.get_mut(code_at)? = code;
+                code_at = out;
+                out += 1;
+                code = 1;
+            }
+        }
+    }
+    *dst.get_mut(code_at)? = code;
+    Some(out)
+}
+
+/// Decodes COBS in place; returns the decoded length.
+pub fn cobs_decode_in_place(buf: &mut [u8]) -> Result<usize, FrameError> {
+    let (mut read, mut write) = (0, 0);
+    while read < buf.len() {
+        let code = buf[read] as usize;
+        if code == 0 || read + code > buf.len() {
+            return Err(FrameError::BadEncoding);
+        }
+        read += 1;
+        for _ in 1..code {
+            let b = buf[read];
+            if b == 0 {
+                return Err(FrameError::BadEncoding);
+            }
+            buf[write] = b;
+            write += 1;
+            read += 1;
+        }
+        if code != 0xff && read < buf.len() {
+            buf[write] = 0;
+            write += 1;
+        }
+    }
+    Ok(write)
+}
+
+/// Worst-case encoded size (without the delimiter) of a `payload`-byte message.
+pub const fn encoded_len(payload: usize) -> usize {
+    let raw = payload + 4;
+    raw + raw / 254 + 1
+}
+
+/// Serializes `msg` with postcard, appends its CRC, COBS-encodes it into
+/// `out` and appends the `0x00` delimiter. `scratch` holds the raw message.
+pub fn encode<'o, T: Serialize>(
+    msg: &T,
+    scratch: &mut [u8],
+    out: &'o mut [u8],
+) -> Result<&'o [u8], FrameError> {
+    let n = postcard::to_slice(msg, scratch)
+        .map_err(|_| FrameError::NoRoom)?
+        .len();
+    if scratch.len() < n + 4 {
+        return Err(FrameError::NoRoom);
+    }
+    let crc = crc32(&scratch[..n]);
+    scratch[n..n + 4].copy_from_slice(&crc.to_le_bytes());
+    let len = cobs_encode(&scratch[..n + 4], out).ok_or(FrameError::NoRoom)?;
+    *out.get_mut(len).ok_or(FrameError::NoRoom)? = 0;
+    Ok(&out[..len + 1])
+}
+
+/// Collects bytes into frames of at most `N` encoded bytes.
+pub struct FrameReader<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+    overflow: bool,
+}
+
+impl<const N: usize> Default for FrameReader<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> FrameReader<N> {
+    pub const fn new() -> Self {
+        Self {
+            buf: [0; N],
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    /// Feeds one byte. At a delimiter, returns the checked message bytes
+    /// (CRC removed) or why the frame was bad; empty frames are ignored.
+    pub fn push(&mut self, byte: u8) -> Option<Result<&[u8], FrameError>> {
+        if byte != 0 {
+            if self.len < N {
+                self.buf[self.len] = byte;
+                self.len += 1;
+            } else {
+                self.overflow = true;
+            }
+            return None;
+        }
+        let (len, overflow) = (self.len, self.overflow);
+        self.len = 0;
+        self.overflow = false;
+        if overflow {
+            return Some(Err(FrameError::TooLong));
+        }
+        if len == 0 {
+            return None;
+        }
+        Some(Self::check(&mut self.buf[..len]))
+    }
+
+    fn check(frame: &mut [u8]) -> Result<&[u8], FrameError> {
+        let n = cobs_decode_in_place(frame)?;
+        if n < 4 {
+            return Err(FrameError::TooShort);
+        }
+        let body = n - 4;
+        let stored = u32::from_le_bytes([
+            frame[body],
+            frame[body + 1],
+            frame[body + 2],
+            frame[body + 3],
+        ]);
+        if crc32(&frame[..body]) != stored {
+            return Err(FrameError::BadChecksum);
+        }
+        Ok(&frame[..body])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    fn roundtrip(data: &[u8]) {
+        let mut enc = [0u8; 1200];
+        let n = cobs_encode(data, &mut enc).unwrap();
+        assert!(n <= data.len() + data.len() / 254 + 1);
+        assert!(!enc[..n].contains(&0));
+        let mut dec: Vec<u8> = enc[..n].to_vec();
+        let m = cobs_decode_in_place(&mut dec).unwrap();
+        assert_eq!(&dec[..m], data);
+    }
+
+    #[test]
+    fn cobs_round_trips() {
+        roundtrip(&[]);
+        roundtrip(&[0]);
+        roundtrip(&[0, 0, 1, 0]);
+        roundtrip(&[7; 253]);
+        roundtrip(&[7; 254]);
+        roundtrip(&[7; 255]);
+        let mixed: Vec<u8> = (0..1000).map(|i| (i * 7 % 13) as u8).collect();
+        roundtrip(&mixed);
+    }
+
+    #[test]
+    fn reader_resynchronises() {
+        let mut scratch = [0u8; 64];
+        let mut out = [0u8; 80];
+        let frame = encode(&(7u32, 9u8), &mut scratch, &mut out)
+            .unwrap()
+            .to_vec();
+        let mut r = FrameReader::<32>::new();
+        let mut seen = Vec::new();
+        let mut feed = |bytes: &[u8], seen: &mut Vec<Result<Vec<u8>, FrameError>>| {
+            for &b in bytes {
+                if let Some(res) = r.push(b) {
+                    seen.push(res.map(|m| m.to_vec()));
+                }
+            }
+        };
+        feed(&[1, 2, 3, 0], &mut seen); // garbage
+        feed(&[5; 100], &mut seen); // too long, then the delimiter below
+        feed(&[0], &mut seen);
+        feed(&frame, &mut seen);
+        let mut bad = frame.clone();
+        bad[2] ^= 0x40;
+        feed(&bad, &mut seen);
+        feed(&frame, &mut seen);
+        assert!(seen[0].is_err());
+        assert_eq!(seen[1], Err(FrameError::TooLong));
+        let msg: (u32, u8) = postcard::from_bytes(seen[2].as_ref().unwrap()).unwrap();
+        assert_eq!(msg, (7, 9));
+        assert!(seen[3].is_err());
+        assert!(seen[4].is_ok());
+    }
+}

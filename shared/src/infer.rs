@@ -1,0 +1,127 @@
+//! Whole-network inference in a fixed arena: no heap, no float but the last
+//! 30 dequantizations.
+
+use crate::kernels::{Kernels, Selected};
+use crate::model::{LayerView, Model};
+use crate::network::{
+    ARENA_LEN, INPUT_LEN, INPUT_OFFSET, KEYPOINTS, LAYER_COUNT, LAYERS, OUTPUTS, PLACEMENTS,
+    Placement, unit_to_pixel,
+};
+use crate::requant::to_int8;
+
+/// The activation arena: every intermediate map lives here.
+pub type Arena = [i8; ARENA_LEN];
+
+/// The network's output: 30 numbers in [-1, 1] units (x0, y0, x1, y1, ...).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Keypoints {
+    pub unit: [f32; OUTPUTS],
+}
+
+impl Keypoints {
+    /// Keypoint `k` in pixels of the 96x96 input.
+    pub fn pixel(&self, k: usize) -> (f32, f32) {
+        (
+            unit_to_pixel(self.unit[2 * k]),
+            unit_to_pixel(self.unit[2 * k + 1]),
+        )
+    }
+    /// All 15 keypoints in pixels.
+    pub fn pixels(&self) -> [(f32, f32); KEYPOINTS] {
+        core::array::from_fn(|k| self.pixel(k))
+    }
+}
+
+/// Runs the network on a 96x96 grey image with the kernels this build selects.
+pub fn infer(model: &Model<'_>, image: &[u8; INPUT_LEN], arena: &mut Arena) -> Keypoints {
+    infer_with::<Selected>(model, image, arena, |_, _| {})
+}
+
+/// Runs the network with kernels `K`, calling `on_layer(i, output)` after each
+/// int8 layer (every layer but the last).
+pub fn infer_with<K: Kernels>(
+    model: &Model<'_>,
+    image: &[u8; INPUT_LEN],
+    arena: &mut Arena,
+    mut on_layer: impl FnMut(usize, &[i8]),
+) -> Keypoints {
+    // A pixel p is the int8 p - 128 (scale 1/255, zero point -128).
+    for (a, &p) in arena[INPUT_OFFSET..].iter_mut().zip(image.iter()) {
+        *a = (p ^ 0x80) as i8;
+    }
+    for i in 0..LAYER_COUNT - 1 {
+        let lv = model.layer(i);
+        let p = PLACEMENTS[i];
+        if lv.layer.is_conv() {
+            run_conv::<K>(&lv, arena, p);
+        } else {
+            run_dense::<K>(&lv, arena, p);
+        }
+        on_layer(i, &arena[p.out_off..p.out_off + LAYERS[i].out_len()]);
+    }
+    let last = model.layer(LAYER_COUNT - 1);
+    let p = PLACEMENTS[LAYER_COUNT - 1];
+    let mut acc = [0i32; OUTPUTS];
+    K::dense(
+        &last,
+        &arena[p.in_off..p.in_off + last.layer.in_len()],
+        &mut acc,
+    );
+    let unit = core::array::from_fn(|c| acc[c] as f32 * last.multiplier(c).to_f32().unwrap_or(0.0));
+    Keypoints { unit }
+}
+
+fn run_conv<K: Kernels>(lv: &LayerView<'_>, arena: &mut Arena, p: Placement) {
+    let l = lv.layer;
+    let (in_len, out_len) = (l.in_len(), l.out_len());
+    let out_row = l.out_side() * l.out_ch;
+    let disjoint = p.out_off >= p.in_off + in_len || p.out_off + out_len <= p.in_off;
+    if disjoint {
+        let (input, out): (&[i8], &mut [i8]) = if p.out_off > p.in_off {
+            let (a, b) = arena.split_at_mut(p.out_off);
+            (&a[p.in_off..p.in_off + in_len], &mut b[..out_len])
+        } else {
+            let (a, b) = arena.split_at_mut(p.in_off);
+            (&b[..in_len], &mut a[p.out_off..p.out_off + out_len])
+        };
+        for (py, row) in out.chunks_exact_mut(out_row).enumerate() {
+            K::conv_pool_row(lv, input, py, row);
+        }
+    } else {
+        // The output overlaps the input's tail: rows bottom-up, each one
+        // written only over input rows no later row reads (see `network`).
+        for py in (0..l.out_side()).rev() {
+            let row_off = p.out_off + py * out_row;
+            let (a, b) = arena.split_at_mut(row_off);
+            let avail = (row_off - p.in_off).min(in_len);
+            K::conv_pool_row(lv, &a[p.in_off..p.in_off + avail], py, &mut b[..out_row]);
+        }
+    }
+}
+
+fn run_dense<K: Kernels>(lv: &LayerView<'_>, arena: &mut Arena, p: Placement) {
+    let l = lv.layer;
+    let mut acc = [0i32; MAX_DENSE_OUT];
+    let acc = &mut acc[..l.out_ch];
+    K::dense(lv, &arena[p.in_off..p.in_off + l.in_len()], acc);
+    for (c, (o, &a)) in arena[p.out_off..p.out_off + l.out_ch]
+        .iter_mut()
+        .zip(acc.iter())
+        .enumerate()
+    {
+        *o = to_int8(a, lv.multiplier(c), lv.out_zero_point, lv.out_floor());
+    }
+}
+
+/// Largest dense output (sizes the accumulator buffer on the stack).
+const MAX_DENSE_OUT: usize = {
+    let mut m = 0;
+    let mut i = 0;
+    while i < LAYERS.len() {
+        if !LAYERS[i].is_conv() && LAYERS[i].out_ch > m {
+            m = LAYERS[i].out_ch;
+        }
+        i += 1;
+    }
+    m
+};

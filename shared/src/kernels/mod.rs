@@ -1,0 +1,25 @@
+//! The int8 kernels behind one interface, as in tract's `linalg`: a portable
+//! reference ([`Portable`]) and per-architecture kernels that must agree with
+//! it bit for bit. [`Selected`] is the best one for the compile target.
+
+use crate::model::LayerView;
+
+mod portable;
+pub use portable::Portable;
+
+/// What an architecture provides. Both functions compute exactly what the
+/// portable reference computes.
+pub trait Kernels {
+    /// Pooled output row `py` of a fused conv3x3(pad 1) + bias + requantize +
+    /// ReLU + maxpool2x2 layer, written as `out[px * out_ch + co]`.
+    ///
+    /// `input` is the layer's HWC input map; it may end early, but holds at
+    /// least every input row up to `2 * py + 2` (or the last row).
+    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]);
+
+    /// Dense accumulators: `out[c] = bias(c) + sum_i input[i] * w[c][i]`.
+    fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]);
+}
+
+/// The kernels this build uses.
+pub type Selected = Portable;

@@ -1,0 +1,79 @@
+//! The portable reference kernels: plain Rust, any target.
+
+use super::Kernels;
+use crate::model::LayerView;
+use crate::network::{LAYERS, LayerKind};
+use crate::requant::to_int8;
+
+/// Largest conv input channel count in the table (sizes the patch buffer).
+const MAX_CONV_IN_CH: usize = {
+    let mut m = 0;
+    let mut i = 0;
+    while i < LAYERS.len() {
+        if matches!(LAYERS[i].kind, LayerKind::ConvReluPool) && LAYERS[i].in_ch > m {
+            m = LAYERS[i].in_ch;
+        }
+        i += 1;
+    }
+    m
+};
+
+/// The reference kernels.
+pub struct Portable;
+
+#[inline(always)]
+fn dot(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &w)| x as i32 * w as i32).sum()
+}
+
+impl Kernels for Portable {
+    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]) {
+        let side = l.layer.in_side;
+        let cin = l.layer.in_ch;
+        let cout = l.layer.out_ch;
+        let pad = l.in_zero_point as i8;
+        // The 4x4 input patch under one 2x2 pool window, padding filled with
+        // the zero point (real 0; the folded bias accounts for it).
+        let mut patch_buf = [0i8; 16 * MAX_CONV_IN_CH];
+        let patch = &mut patch_buf[..16 * cin];
+        for px in 0..side / 2 {
+            for r in 0..4 {
+                let iy = (2 * py + r) as isize - 1;
+                for c in 0..4 {
+                    let ix = (2 * px + c) as isize - 1;
+                    let dst = &mut patch[(r * 4 + c) * cin..(r * 4 + c + 1) * cin];
+                    if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
+                        let at = (iy as usize * side + ix as usize) * cin;
+                        dst.copy_from_slice(&input[at..at + cin]);
+                    } else {
+                        dst.fill(pad);
+                    }
+                }
+            }
+            for co in 0..cout {
+                let w = l.channel_weights(co);
+                let mut acc = [l.bias(co); 4];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let wk = &w[(ky * 3 + kx) * cin..(ky * 3 + kx + 1) * cin];
+                        for (d, a) in acc.iter_mut().enumerate() {
+                            let at = ((ky + d / 2) * 4 + kx + d % 2) * cin;
+                            *a += dot(&patch[at..at + cin], wk);
+                        }
+                    }
+                }
+                // Requantization is monotonic, so pooling the accumulators
+                // first gives the same int8 as pooling the requantized values.
+                let max = acc[0].max(acc[1]).max(acc[2]).max(acc[3]);
+                out[px * cout + co] =
+                    to_int8(max, l.multiplier(co), l.out_zero_point, l.out_floor());
+            }
+        }
+    }
+
+    fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = l.bias(c) + dot(input, l.channel_weights(c));
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Requantization: int32 accumulator to int8, integers only.
+//!
+//! The rule (one, used everywhere): a per-channel factor `M` is an `f32`
+//! held as a Q31 multiplier in [0.5, 1) and a shift,
+//! `M = mult * 2^-(31 + shift)`. The result is
+//! `sign(acc) * round_half_even(fl32(fl32(|acc|) * M))`, where `fl32` rounds to
+//! 24 significant bits, ties to even. That is exactly what tract's quantized
+//! convolution computes with per-channel scales (`(|acc| as f32 * M)
+//! .round_ties_even() * signum`), so the kernels are bit-exact with it; here
+//! it is done with integer shifts on the board. It differs from exact
+//! rounding of `acc * M` by at most one step, and only when the exact product
+//! lies within half an f32 ulp of a tie (see the property tests).
+
+/// A requantization factor `M = mult * 2^-(31 + shift)`, `mult` in [2^30, 2^31)
+/// with its low 7 bits clear: exactly an `f32` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Multiplier {
+    pub mult: i32,
+    pub shift: i32,
+}
+
+impl Multiplier {
+    /// From a positive, normal, finite `f32` (as tract's `Scaler` splits it).
+    pub fn from_f32(scale: f32) -> Option<Self> {
+        let bits = scale.to_bits();
+        let exp = ((bits >> 23) & 0xff) as i32;
+        if scale.is_sign_negative() || exp == 0 || exp == 0xff {
+            return None;
+        }
+        let mant = (bits & 0x007f_ffff) | 0x0080_0000;
+        Some(Self {
+            mult: (mant << 7) as i32,
+            shift: 127 - exp - 1,
+        })
+    }
+
+    /// The `f32` this stands for, if it is a valid multiplier.
+    pub fn to_f32(self) -> Option<f32> {
+        if !self.is_valid() {
+            return None;
+        }
+        let exp = (126 - self.shift) as u32;
+        let mant = (self.mult as u32) >> 7;
+        Some(f32::from_bits((exp << 23) | (mant & 0x007f_ffff)))
+    }
+
+    /// `mult` in [2^30, 2^31) with the low 7 bits clear and a normal exponent.
+    pub fn is_valid(self) -> bool {
+        let exp = 126 - self.shift as i64;
+        self.mult >= (1 << 30) && self.mult & 0x7f == 0 && (1..=254).contains(&exp)
+    }
+}
+
+/// `v * 2^-s` rounded to nearest, ties to even (`s` in 1..64).
+#[inline(always)]
+fn shift_round_even(v: u64, s: u32) -> u64 {
+    let q = v >> s;
+    let rem = v & ((1u64 << s) - 1);
+    let half = 1u64 << (s - 1);
+    q + (rem > half || (rem == half && q & 1 == 1)) as u64
+}
+
+/// `v` rounded to 24 significant bits (ties to even) as `(m, e)`, value `m * 2^e`.
+#[inline(always)]
+fn round_to_f32_precision(v: u64) -> (u64, u32) {
+    let bits = 64 - v.leading_zeros();
+    if bits <= 24 {
+        (v, 0)
+    } else {
+        let e = bits - 24;
+        (shift_round_even(v, e), e)
+    }
+}
+
+/// `sign(acc) * round_half_even(fl32(fl32(|acc|) * M))`, saturated to +-2^24
+/// (far outside int8, so saturation downstream is unchanged).
+#[inline]
+pub fn requantize(acc: i32, m: Multiplier) -> i32 {
+    let (am, ae) = round_to_f32_precision(acc.unsigned_abs() as u64);
+    let mm = ((m.mult as u32) >> 7) as u64;
+    let (pm, pe) = round_to_f32_precision(am * mm);
+    // value = pm * 2^(pe + ae) * 2^-(24 + shift)
+    let right = 24 + m.shift - (pe + ae) as i32;
+    const LIMIT: u64 = 1 << 24;
+    let r = if right <= 0 {
+        if pm == 0 {
+            0
+        } else if right < -24 {
+            LIMIT
+        } else {
+            (pm << (-right) as u32).min(LIMIT)
+        }
+    } else if right >= 64 {
+        0
+    } else {
+        shift_round_even(pm, right as u32).min(LIMIT)
+    };
+    let r = r as i32;
+    if acc < 0 { -r } else { r }
+}
+
+/// Requantize, add the output zero point and saturate to int8. `floor` is
+/// -128, or the zero point for a ReLU output (real 0).
+#[inline]
+pub fn to_int8(acc: i32, m: Multiplier, zero_point: i32, floor: i32) -> i8 {
+    (requantize(acc, m) + zero_point).clamp(floor, 127) as i8
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// tract's per-channel rule, in f32 on the host.
+    fn reference_f32(acc: i32, scale: f32) -> i64 {
+        let a = (acc as f32).abs() * scale;
+        let r = a.round_ties_even() as i64;
+        if acc < 0 { -r } else { r }
+    }
+
+    /// Exact rounding in f64 (exact for |acc| < 2^29 and a 24-bit scale).
+    fn reference_exact(acc: i32, scale: f32) -> i64 {
+        (acc as f64 * scale as f64).round_ties_even() as i64
+    }
+
+    fn scale_strategy() -> impl Strategy<Value = f32> {
+        // Realistic requantization factors span about 1e-7 .. 1e2.
+        (-24.0f64..7.0).prop_map(|e| 2f64.powf(e) as f32)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn matches_the_f32_rule(acc in any::<i32>(), scale in scale_strategy()) {
+            let m = Multiplier::from_f32(scale).unwrap();
+            let want = reference_f32(acc, scale).clamp(-(1 << 24), 1 << 24);
+            prop_assert_eq!(requantize(acc, m) as i64, want);
+        }
+
+        #[test]
+        fn within_one_step_of_exact(acc in -(1i32 << 28)..(1i32 << 28), scale in scale_strategy()) {
+            let m = Multiplier::from_f32(scale).unwrap();
+            let exact = reference_exact(acc, scale).clamp(-(1 << 24), 1 << 24);
+            prop_assert!((requantize(acc, m) as i64 - exact).abs() <= 1);
+        }
+
+        #[test]
+        fn multiplier_round_trips(scale in scale_strategy()) {
+            let m = Multiplier::from_f32(scale).unwrap();
+            prop_assert!(m.is_valid());
+            prop_assert!((1 << 30..=i32::MAX).contains(&m.mult));
+            prop_assert_eq!(m.to_f32(), Some(scale));
+        }
+
+        #[test]
+        fn monotonic(a in any::<i32>(), b in any::<i32>(), scale in scale_strategy()) {
+            // Max-pooling accumulators before requantizing relies on this.
+            let m = Multiplier::from_f32(scale).unwrap();
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            prop_assert!(requantize(lo, m) <= requantize(hi, m));
+        }
+    }
+
+    #[test]
+    fn edges_of_the_range() {
+        for scale in [1e-7f32, 3.1e-4, 0.5, 0.999_999_9, 1.0, 1.5, 100.0] {
+            let m = Multiplier::from_f32(scale).unwrap();
+            for acc in [
+                i32::MIN,
+                i32::MIN + 1,
+                -(1 << 24) - 1,
+                -1,
+                0,
+                1,
+                1 << 24,
+                (1 << 24) + 1,
+                i32::MAX,
+            ] {
+                let want = reference_f32(acc, scale).clamp(-(1 << 24), 1 << 24);
+                assert_eq!(requantize(acc, m) as i64, want, "acc {acc} scale {scale}");
+            }
+        }
+        // Ties go to even.
+        let half = Multiplier::from_f32(0.5).unwrap();
+        assert_eq!(
+            [1, 3, 5, -1, -3].map(|a| requantize(a, half)),
+            [0, 2, 2, 0, -2]
+        );
+    }
+
+    #[test]
+    fn rejects_non_normal_scales() {
+        for s in [
+            0.0f32,
+            -1.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::MIN_POSITIVE / 2.0,
+        ] {
+            assert!(Multiplier::from_f32(s).is_none(), "{s}");
+        }
+    }
+}
