@@ -1,0 +1,314 @@
+//! The Facemark board's serving loop, shared by every board: the MPS2 AN386
+//! under QEMU, the Pico 2 and the Raspberry Pi (Linux) binary.
+//!
+//! It reads bytes from a [`Link`], cuts them into frames
+//! ([`FrameReader`], bounded by [`MAX_REQUEST_FRAME`]), answers each frame
+//! with exactly one response, and never stops answering:
+//!
+//! | what arrives | answer |
+//! |---|---|
+//! | a bad frame (too long, bad COBS, too short, bad CRC) | `Error { id: 0, kind: Frame(..) }` |
+//! | a good frame that is not a [`Request`] | `Error { id: 0, kind: Undecodable }` |
+//! | `Info { id }` | `Info { id, info }` |
+//! | `Infer` with an image that is not 9216 bytes | `Error { id, kind: WrongImageSize { .. } }` |
+//! | `Infer` while the model failed its checks | `Error { id, kind: ModelInvalid }` |
+//! | `Infer` with a 96x96 image | `Keypoints { id, points, cost }` |
+//!
+//! Empty frames (two delimiters in a row) are ignored. No heap: the caller
+//! hands in the arena and the frame buffer (statics on a microcontroller).
+#![no_std]
+
+use core::fmt::Write as _;
+
+use facemark_core::frame::{FrameError, FrameReader, encode};
+use facemark_core::kernels::Selected;
+use facemark_core::network::{INPUT_LEN, INPUT_SIDE, KEYPOINTS, LAYER_COUNT, NETWORK_HASH};
+use facemark_core::protocol::{
+    BoardInfo, Cost, ErrorKind, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_RESPONSE_LEN,
+    PROTOCOL_VERSION, Request, Response,
+};
+use facemark_core::{Arena, Model, ModelError, infer_with};
+
+/// The frame reader a board needs (9.3 KiB: make it a static on a microcontroller).
+pub type RequestReader = FrameReader<MAX_REQUEST_FRAME>;
+
+/// Room for a model error's text in `Info`.
+pub const MODEL_ERROR_LEN: usize = 160;
+
+#[repr(C, align(16))]
+struct Aligned<B: ?Sized>(B);
+
+static EMBEDDED: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("FACEMARK_MODEL_FILE")));
+
+/// The model file embedded at build time (`models/facemark.fmq`, or
+/// `$FACEMARK_MODEL`), 16-byte aligned. Empty when the build found none.
+pub fn embedded_model() -> &'static [u8] {
+    &EMBEDDED.0
+}
+
+/// A byte stream to the host.
+pub trait Link {
+    type Error;
+    /// Reads at least one byte into `buf` (blocking), or returns 0 at the end
+    /// of the stream.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error>;
+    /// Writes all of `bytes`.
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
+    /// Pushes out what `write_all` buffered (after each response).
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// What the serving loop tells the board (for its log).
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// A frame failed its checks.
+    BadFrame(FrameError),
+    /// A good frame held no request.
+    Undecodable {
+        len: usize,
+    },
+    Info {
+        id: u32,
+    },
+    WrongImageSize {
+        id: u32,
+        got: usize,
+    },
+    ModelInvalid {
+        id: u32,
+    },
+    Inferred {
+        id: u32,
+        cost: &'a Cost,
+    },
+}
+
+/// What the loop needs from a board besides the link.
+pub trait Board {
+    /// Shown in `Info` (e.g. "mps2-an386 (qemu)").
+    const NAME: &'static str;
+    /// What [`Board::now`] counts: "instructions", "cycles" or "ns".
+    const COST_UNIT: &'static str;
+    /// Shown in `Info`.
+    const FIRMWARE_VERSION: &'static str;
+    /// A monotonic counter in [`Board::COST_UNIT`].
+    fn now(&mut self) -> u64;
+    /// Called for every request answered (logging); the default does nothing.
+    fn event(&mut self, _event: Event<'_>) {}
+}
+
+/// The request handler: the checked model (or why it was refused), the arena
+/// and the frame reader.
+pub struct Server<'a, B: Board> {
+    board: B,
+    model: Result<Model<'a>, ModelError>,
+    model_error: heapless::String<MODEL_ERROR_LEN>,
+    arena: &'a mut Arena,
+    reader: &'a mut RequestReader,
+    scratch: [u8; MAX_RESPONSE_LEN + 4],
+    out: [u8; MAX_RESPONSE_FRAME],
+}
+
+/// Writes as much as fits and drops the rest (so a long message is cut, not lost).
+struct Truncating<'s, const N: usize>(&'s mut heapless::String<N>);
+
+impl<const N: usize> core::fmt::Write for Truncating<'_, N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for c in s.chars() {
+            if self.0.push(c).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'a, B: Board> Server<'a, B> {
+    /// Checks `model_file` (never panics) and prepares to serve.
+    pub fn new(
+        board: B,
+        model_file: &'a [u8],
+        arena: &'a mut Arena,
+        reader: &'a mut RequestReader,
+    ) -> Self {
+        let model = Model::parse(model_file);
+        let mut model_error = heapless::String::new();
+        if let Err(e) = &model {
+            let _ = write!(Truncating(&mut model_error), "{e}");
+        }
+        *reader = RequestReader::new();
+        Self {
+            board,
+            model,
+            model_error,
+            arena,
+            reader,
+            scratch: [0; MAX_RESPONSE_LEN + 4],
+            out: [0; MAX_RESPONSE_FRAME],
+        }
+    }
+
+    /// The checked model, or why it was refused.
+    pub fn model(&self) -> Result<&Model<'a>, &ModelError> {
+        self.model.as_ref()
+    }
+
+    /// The refusal's text (empty when the model is good).
+    pub fn model_error(&self) -> &str {
+        &self.model_error
+    }
+
+    pub fn board(&mut self) -> &mut B {
+        &mut self.board
+    }
+
+    /// Serves until the link ends (`Ok`) or fails (`Err`). On a
+    /// microcontroller the link never ends and this never returns.
+    pub fn serve<L: Link>(&mut self, link: &mut L) -> Result<(), L::Error> {
+        let mut buf = [0u8; 64];
+        loop {
+            let n = link.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            for &b in &buf[..n.min(buf.len())] {
+                if let Some(frame) = self.push(b) {
+                    link.write_all(frame)?;
+                    link.flush()?;
+                }
+            }
+        }
+    }
+
+    /// Feeds one byte; at the end of a frame returns the response frame
+    /// (delimiter included) to send back.
+    pub fn push(&mut self, byte: u8) -> Option<&[u8]> {
+        let Self {
+            board,
+            model,
+            model_error,
+            arena,
+            reader,
+            scratch,
+            out,
+        } = self;
+        let got = reader.push(byte)?;
+        let response = match got {
+            Err(e) => {
+                board.event(Event::BadFrame(e));
+                Response::Error {
+                    id: 0,
+                    kind: ErrorKind::Frame(e),
+                }
+            }
+            Ok(bytes) => match decode(bytes) {
+                None => {
+                    board.event(Event::Undecodable { len: bytes.len() });
+                    Response::Error {
+                        id: 0,
+                        kind: ErrorKind::Undecodable,
+                    }
+                }
+                Some(Request::Info { id }) => {
+                    board.event(Event::Info { id });
+                    Response::Info {
+                        id,
+                        info: BoardInfo {
+                            protocol: PROTOCOL_VERSION,
+                            firmware_version: B::FIRMWARE_VERSION,
+                            board: B::NAME,
+                            model_hash: model.as_ref().map_or(0, |m| m.model_hash()),
+                            network_hash: NETWORK_HASH,
+                            input_side: INPUT_SIDE as u16,
+                            cost_unit: B::COST_UNIT,
+                            model_error: model.as_ref().err().map(|_| model_error.as_str()),
+                        },
+                    }
+                }
+                Some(Request::Infer { id, image }) => match (model.as_ref(), image.try_into()) {
+                    (_, Err(_)) => {
+                        board.event(Event::WrongImageSize {
+                            id,
+                            got: image.len(),
+                        });
+                        Response::Error {
+                            id,
+                            kind: ErrorKind::WrongImageSize {
+                                got: u32::try_from(image.len()).unwrap_or(u32::MAX),
+                                expected: INPUT_LEN as u32,
+                            },
+                        }
+                    }
+                    (Err(_), Ok(_)) => {
+                        board.event(Event::ModelInvalid { id });
+                        Response::Error {
+                            id,
+                            kind: ErrorKind::ModelInvalid,
+                        }
+                    }
+                    (Ok(m), Ok(image)) => {
+                        let (points, cost) = run(board, m, image, arena);
+                        board.event(Event::Inferred { id, cost: &cost });
+                        Response::Keypoints { id, points, cost }
+                    }
+                },
+            },
+        };
+        // Every response fits its buffers (facemark-core tests the largest);
+        // should one not, the host gets an error rather than silence.
+        match encode(&response, scratch, out).map(|f| f.len()) {
+            Ok(n) => Some(&out[..n]),
+            Err(e) => encode(
+                &Response::Error {
+                    id: 0,
+                    kind: ErrorKind::Frame(e),
+                },
+                scratch,
+                out,
+            )
+            .ok(),
+        }
+    }
+}
+
+/// A request, if `bytes` is exactly one (trailing bytes refuse it).
+fn decode(bytes: &[u8]) -> Option<Request<'_>> {
+    match postcard::take_from_bytes::<Request<'_>>(bytes) {
+        Ok((req, [])) => Some(req),
+        _ => None,
+    }
+}
+
+/// One inference with its cost per layer (board clock after each layer).
+fn run<B: Board>(
+    board: &mut B,
+    model: &Model<'_>,
+    image: &[u8; INPUT_LEN],
+    arena: &mut Arena,
+) -> ([[f32; 2]; KEYPOINTS], Cost) {
+    let mut marks = [0u64; LAYER_COUNT];
+    let start = board.now();
+    let kp = infer_with::<Selected>(model, image, arena, |i, _| {
+        if let Some(m) = marks.get_mut(i) {
+            *m = board.now();
+        }
+    });
+    let end = board.now();
+    marks[LAYER_COUNT - 1] = end;
+    let mut cost = Cost {
+        total: end.wrapping_sub(start),
+        layers: [0; LAYER_COUNT],
+    };
+    let mut prev = start;
+    for (c, &m) in cost.layers.iter_mut().zip(marks.iter()) {
+        *c = u32::try_from(m.wrapping_sub(prev)).unwrap_or(u32::MAX);
+        prev = m;
+    }
+    let points = core::array::from_fn(|k| {
+        let (x, y) = kp.pixel(k);
+        [x, y]
+    });
+    (points, cost)
+}

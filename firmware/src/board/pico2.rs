@@ -1,0 +1,132 @@
+//! Raspberry Pi Pico 2 (RP2350, Cortex-M33): UART0 on GP0 (TX) and GP1 (RX),
+//! 115200 baud 8N1; the defmt log over RTT (probe-rs); cost in core cycles
+//! (SysTick on the 150 MHz system clock).
+
+use core::convert::Infallible;
+
+use defmt_rtt as _;
+use facemark_serve::{Board, Event, Link};
+use rp235x_hal as hal;
+
+use hal::clocks::Clock as _;
+use hal::fugit::RateExtU32;
+use hal::pac::UART0;
+use hal::uart::{DataBits, Enabled, StopBits, UartConfig, UartPeripheral, ValidUartPinout};
+
+/// Tells the boot ROM that this is a secure Arm executable.
+#[unsafe(link_section = ".start_block")]
+#[used]
+pub static IMAGE_DEF: hal::block::ImageDef = hal::block::ImageDef::secure_exe();
+
+/// The Pico 2's crystal.
+const XTAL_FREQ_HZ: u32 = 12_000_000;
+/// The UART's speed (the host's `--baud`).
+pub const BAUD: u32 = 115_200;
+
+struct Uart<P: ValidUartPinout<UART0>>(UartPeripheral<Enabled, UART0, P>);
+
+impl<P: ValidUartPinout<UART0>> Link for Uart<P> {
+    type Error = Infallible;
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
+        loop {
+            match self.0.read_raw(buf) {
+                Ok(n) if n > 0 => return Ok(n),
+                Ok(_) | Err(nb::Error::WouldBlock) => {}
+                // A line error (overrun, framing, break): keep what came
+                // before it; the frame's CRC catches what was lost.
+                Err(nb::Error::Other(e)) => {
+                    defmt::warn!("uart: {}", defmt::Debug2Format(&e.err_type));
+                    if !e.discarded.is_empty() {
+                        return Ok(e.discarded.len());
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+        self.0.write_full_blocking(bytes);
+        Ok(())
+    }
+}
+
+pub struct Pico2;
+
+impl Board for Pico2 {
+    const NAME: &'static str = "pico2 (rp2350)";
+    const COST_UNIT: &'static str = "cycles";
+    const FIRMWARE_VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn now(&mut self) -> u64 {
+        crate::clock::ticks()
+    }
+
+    fn event(&mut self, e: Event<'_>) {
+        crate::log_event(e);
+    }
+}
+
+#[hal::entry]
+fn main() -> ! {
+    crate::stack::paint();
+    let (Some(mut pac), Some(cp)) = (hal::pac::Peripherals::take(), cortex_m::Peripherals::take())
+    else {
+        halt()
+    };
+    let mut watchdog = hal::Watchdog::new(pac.WATCHDOG);
+    let Ok(clocks) = hal::clocks::init_clocks_and_plls(
+        XTAL_FREQ_HZ,
+        pac.XOSC,
+        pac.CLOCKS,
+        pac.PLL_SYS,
+        pac.PLL_USB,
+        &mut pac.RESETS,
+        &mut watchdog,
+    ) else {
+        defmt::error!("clock setup failed");
+        halt()
+    };
+    crate::clock::start(cp.SYST);
+    let sio = hal::Sio::new(pac.SIO);
+    let pins = hal::gpio::Pins::new(
+        pac.IO_BANK0,
+        pac.PADS_BANK0,
+        sio.gpio_bank0,
+        &mut pac.RESETS,
+    );
+    let uart_pins = (pins.gpio0.into_function(), pins.gpio1.into_function());
+    let Ok(uart) = UartPeripheral::new(pac.UART0, uart_pins, &mut pac.RESETS).enable(
+        UartConfig::new(BAUD.Hz(), DataBits::Eight, None, StopBits::One),
+        clocks.peripheral_clock.freq(),
+    ) else {
+        defmt::error!("uart setup failed");
+        halt()
+    };
+    crate::run(Pico2, &mut Uart(uart))
+}
+
+/// Stops here for good (a debugger can look around).
+pub fn halt() -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    defmt::error!("panic: {}", defmt::Display2Format(info));
+    halt()
+}
+
+/// Program metadata for `picotool info`.
+#[unsafe(link_section = ".bi_entries")]
+#[used]
+pub static PICOTOOL_ENTRIES: [hal::binary_info::EntryAddr; 4] = [
+    hal::binary_info::rp_cargo_bin_name!(),
+    hal::binary_info::rp_cargo_version!(),
+    hal::binary_info::rp_program_description!(
+        c"Facemark: face keypoints over UART0 (GP0/GP1, 115200 8N1)"
+    ),
+    hal::binary_info::rp_program_build_attribute!(),
+];
