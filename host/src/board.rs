@@ -1,0 +1,708 @@
+//! The board client: talks the Facemark serial protocol (postcard messages in
+//! CRC-32 + COBS frames, see `facemark_core::protocol`) to a board over a
+//! serial port, a TCP socket (QEMU's UART) or any byte pipe, and the
+//! `facemark board` commands over it.
+//!
+//! ```text
+//! facemark board info  (--port /dev/ttyACM0 [--baud N] | --tcp HOST:PORT | --qemu)
+//! facemark board infer (...) IMAGES... [--json] [--draw DIR]
+//! ```
+
+pub mod log;
+pub mod qemu;
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use facemark_core::frame::{FrameError, FrameReader, encode, encoded_len};
+use facemark_core::network::{INPUT_LEN, KEYPOINT_NAMES, KEYPOINTS, LAYER_COUNT};
+use facemark_core::protocol::{Cost, ErrorKind, MAX_RESPONSE_FRAME, Request, Response};
+use serde::Serialize;
+
+/// What the board says about itself (`Info`), owned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BoardInfo {
+    pub protocol: u16,
+    pub firmware_version: String,
+    pub board: String,
+    pub model_hash: u32,
+    pub network_hash: u64,
+    pub input_side: u16,
+    pub cost_unit: String,
+    pub model_error: Option<String>,
+}
+
+/// One inference's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inference {
+    /// Keypoints in pixels of the 96x96 input, Kaggle order.
+    pub points: [[f32; 2]; KEYPOINTS],
+    pub cost: Cost,
+}
+
+/// Any response from the board, owned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Info { id: u32, info: BoardInfo },
+    Keypoints { id: u32, inference: Inference },
+    Error { id: u32, kind: ErrorKind },
+}
+
+impl Reply {
+    pub fn id(&self) -> u32 {
+        match self {
+            Reply::Info { id, .. } | Reply::Keypoints { id, .. } | Reply::Error { id, .. } => *id,
+        }
+    }
+
+    fn from_response(r: Response<'_>) -> Self {
+        match r {
+            Response::Info { id, info } => Reply::Info {
+                id,
+                info: BoardInfo {
+                    protocol: info.protocol,
+                    firmware_version: info.firmware_version.to_string(),
+                    board: info.board.to_string(),
+                    model_hash: info.model_hash,
+                    network_hash: info.network_hash,
+                    input_side: info.input_side,
+                    cost_unit: info.cost_unit.to_string(),
+                    model_error: info.model_error.map(str::to_string),
+                },
+            },
+            Response::Keypoints { id, points, cost } => Reply::Keypoints {
+                id,
+                inference: Inference { points, cost },
+            },
+            Response::Error { id, kind } => Reply::Error { id, kind },
+        }
+    }
+}
+
+/// Why talking to the board failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BoardError {
+    #[error("{link}: {source}")]
+    Io {
+        link: String,
+        source: std::io::Error,
+    },
+    #[error("{link}: no answer within {waited:.1?}")]
+    Timeout { link: String, waited: Duration },
+    #[error("{link}: the connection closed")]
+    Closed { link: String },
+    #[error("{link}: a bad frame from the board: {error:?}")]
+    BadFrame { link: String, error: FrameError },
+    #[error("{link}: a frame from the board that is no response ({len} bytes)")]
+    BadMessage { link: String, len: usize },
+    #[error("{link}: the board answered request #{id} with {kind}")]
+    Refused {
+        link: String,
+        id: u32,
+        kind: ErrorKindText,
+    },
+    #[error("{link}: expected {expected} for request #{id}, got {got:?}")]
+    Unexpected {
+        link: String,
+        id: u32,
+        expected: &'static str,
+        got: Box<Reply>,
+    },
+}
+
+/// An [`ErrorKind`] for messages.
+#[derive(Debug)]
+pub struct ErrorKindText(pub ErrorKind);
+
+impl std::fmt::Display for ErrorKindText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            ErrorKind::Frame(e) => write!(f, "a frame error ({e:?}): the request was damaged"),
+            ErrorKind::Undecodable => write!(f, "Undecodable: the request was not understood"),
+            ErrorKind::WrongImageSize { got, expected } => {
+                write!(f, "WrongImageSize: {got} bytes, expected {expected}")
+            }
+            ErrorKind::ModelInvalid => write!(
+                f,
+                "ModelInvalid: its model file failed its checks (see `facemark board info`)"
+            ),
+        }
+    }
+}
+
+/// Serializes `msg` into one frame (postcard, CRC-32, COBS, `0x00`), of any
+/// size (requests larger than a board accepts too, for tests).
+pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    let raw = postcard::to_allocvec(msg).expect("postcard serializes protocol messages");
+    let mut scratch = vec![0u8; raw.len() + 4];
+    let mut out = vec![0u8; encoded_len(raw.len()) + 1];
+    encode(msg, &mut scratch, &mut out)
+        .expect("buffers are sized for the message")
+        .to_vec()
+}
+
+type Chunk = std::io::Result<Vec<u8>>;
+
+/// A connection to a board. Bytes are read by a background thread, so every
+/// wait has a deadline whatever the link.
+pub struct Client {
+    link: String,
+    tx: Box<dyn Write + Send>,
+    rx: mpsc::Receiver<Chunk>,
+    pending: VecDeque<u8>,
+    frames: Box<FrameReader<MAX_RESPONSE_FRAME>>,
+    next_id: u32,
+    /// How long to wait for each answer.
+    pub timeout: Duration,
+}
+
+impl Client {
+    /// A client over any reader/writer pair; `link` names it in messages.
+    pub fn new(
+        link: impl Into<String>,
+        mut reader: impl Read + Send + 'static,
+        writer: impl Write + Send + 'static,
+    ) -> Self {
+        let (send, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("facemark-board-rx".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match reader.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if send.send(Ok(buf[..n].to_vec())).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                            ) => {}
+                        Err(e) => {
+                            let _ = send.send(Err(e));
+                            break;
+                        }
+                    }
+                }
+            })
+            .expect("spawn the reader thread");
+        Self {
+            link: link.into(),
+            tx: Box::new(writer),
+            rx,
+            pending: VecDeque::new(),
+            frames: Box::new(FrameReader::new()),
+            next_id: 1,
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Connects to a board's UART over TCP (QEMU's `-serial tcp:...`).
+    pub fn connect_tcp(addr: &str) -> anyhow::Result<Self> {
+        let stream =
+            TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+        Self::from_tcp(stream, format!("tcp {addr}"))
+    }
+
+    /// A client over a connected socket.
+    pub fn from_tcp(stream: TcpStream, link: String) -> anyhow::Result<Self> {
+        stream.set_nodelay(true).ok();
+        let reader = stream.try_clone().context("cannot clone the socket")?;
+        Ok(Self::new(link, reader, stream))
+    }
+
+    /// Opens a serial port (8N1, no flow control).
+    pub fn open_serial(port: &str, baud: u32) -> anyhow::Result<Self> {
+        let p = serialport::new(port, baud)
+            .timeout(Duration::from_millis(200))
+            .open()
+            .with_context(|| format!("cannot open serial port {port} at {baud} baud"))?;
+        let reader = p
+            .try_clone()
+            .with_context(|| format!("cannot clone serial port {port}"))?;
+        Ok(Self::new(format!("serial {port}"), reader, p))
+    }
+
+    /// Names the link in messages.
+    pub fn link(&self) -> &str {
+        &self.link
+    }
+
+    fn io_err(&self, source: std::io::Error) -> BoardError {
+        BoardError::Io {
+            link: self.link.clone(),
+            source,
+        }
+    }
+
+    /// A fresh request id (never 0, which the board uses for frame errors).
+    pub fn next_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Ends whatever partial frame the board holds (a lone `0x00`) and drops
+    /// what arrives within `wait` (its error reply to line noise, say).
+    pub fn resync(&mut self, wait: Duration) -> Result<(), BoardError> {
+        self.send_raw(&[0])?;
+        let start = Instant::now();
+        loop {
+            let left = wait.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(self.io_err(e)),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(BoardError::Closed {
+                        link: self.link.clone(),
+                    });
+                }
+            }
+        }
+        self.pending.clear();
+        *self.frames = FrameReader::new();
+        Ok(())
+    }
+
+    /// Sends raw bytes (frames or anything else).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), BoardError> {
+        self.tx
+            .write_all(bytes)
+            .and_then(|()| self.tx.flush())
+            .map_err(|e| self.io_err(e))
+    }
+
+    /// Sends one request frame.
+    pub fn send(&mut self, req: &Request<'_>) -> Result<(), BoardError> {
+        let frame = encode_frame(req);
+        self.send_raw(&frame)
+    }
+
+    /// The next response frame, within `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Reply, BoardError> {
+        let start = Instant::now();
+        loop {
+            while let Some(b) = self.pending.pop_front() {
+                if let Some(got) = self.frames.push(b) {
+                    return match got {
+                        Err(error) => Err(BoardError::BadFrame {
+                            link: self.link.clone(),
+                            error,
+                        }),
+                        Ok(bytes) => match postcard::from_bytes::<Response<'_>>(bytes) {
+                            Ok(r) => Ok(Reply::from_response(r)),
+                            Err(_) => Err(BoardError::BadMessage {
+                                link: self.link.clone(),
+                                len: bytes.len(),
+                            }),
+                        },
+                    };
+                }
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.rx.recv_timeout(left) {
+                Ok(Ok(chunk)) => self.pending.extend(chunk),
+                Ok(Err(e)) => return Err(self.io_err(e)),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(BoardError::Timeout {
+                        link: self.link.clone(),
+                        waited: start.elapsed(),
+                    });
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(BoardError::Closed {
+                        link: self.link.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits for the reply to request `id`, skipping late replies to earlier
+    /// requests. A frame-level error (id 0) means the request was damaged.
+    pub fn recv_for(&mut self, id: u32) -> Result<Reply, BoardError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let reply = self.recv(left)?;
+            match &reply {
+                Reply::Error { id: 0, kind } => {
+                    return Err(BoardError::Refused {
+                        link: self.link.clone(),
+                        id,
+                        kind: ErrorKindText(*kind),
+                    });
+                }
+                r if r.id() == id => return Ok(reply),
+                _ => {}
+            }
+        }
+    }
+
+    /// Asks the board what it is.
+    pub fn info(&mut self) -> Result<BoardInfo, BoardError> {
+        let id = self.next_id();
+        self.send(&Request::Info { id })?;
+        match self.recv_for(id)? {
+            Reply::Info { info, .. } => Ok(info),
+            Reply::Error { kind, .. } => Err(BoardError::Refused {
+                link: self.link.clone(),
+                id,
+                kind: ErrorKindText(kind),
+            }),
+            other => Err(BoardError::Unexpected {
+                link: self.link.clone(),
+                id,
+                expected: "Info",
+                got: Box::new(other),
+            }),
+        }
+    }
+
+    /// Runs the network on the board for one 96x96 grey image.
+    pub fn infer(&mut self, image: &[u8; INPUT_LEN]) -> Result<Inference, BoardError> {
+        let id = self.next_id();
+        self.send(&Request::Infer { id, image })?;
+        match self.recv_for(id)? {
+            Reply::Keypoints { inference, .. } => Ok(inference),
+            Reply::Error { kind, .. } => Err(BoardError::Refused {
+                link: self.link.clone(),
+                id,
+                kind: ErrorKindText(kind),
+            }),
+            other => Err(BoardError::Unexpected {
+                link: self.link.clone(),
+                id,
+                expected: "Keypoints",
+                got: Box::new(other),
+            }),
+        }
+    }
+}
+
+/// How to reach the board (exactly one of `--port`, `--tcp`, `--qemu`).
+#[derive(clap::Args, Clone, Debug)]
+#[group(id = "link", required = true, multiple = false, args = ["port", "tcp", "qemu"])]
+pub struct Connection {
+    /// A serial port (e.g. /dev/ttyACM0, /dev/ttyUSB0, COM3).
+    #[arg(long)]
+    pub port: Option<String>,
+    /// Serial speed (with --port); the Pico 2 firmware uses 115200.
+    #[arg(long, default_value_t = 115_200, requires = "port")]
+    pub baud: u32,
+    /// A board's UART over TCP, e.g. QEMU started with `cargo run --release`
+    /// in firmware/ (127.0.0.1:4444).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tcp: Option<String>,
+    /// Boot the emulated board (MPS2 AN386 in qemu-system-arm) for this
+    /// command; builds the firmware first if needed.
+    #[arg(long)]
+    pub qemu: bool,
+    /// The firmware ELF to boot with --qemu (default: build firmware/).
+    #[arg(long, requires = "qemu")]
+    pub elf: Option<PathBuf>,
+    /// Print the emulated board's decoded defmt log at the end (--qemu).
+    #[arg(long, requires = "qemu")]
+    pub log: bool,
+    /// Seconds to wait for each answer (serial under QEMU is slow).
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+}
+
+/// An open link, and the emulator behind it if we started one.
+pub struct Session {
+    pub client: Client,
+    pub qemu: Option<qemu::Qemu>,
+    show_log: bool,
+}
+
+impl Session {
+    /// Connects as `c` says (booting QEMU for `--qemu`).
+    pub fn open(c: &Connection) -> anyhow::Result<Self> {
+        let timeout = Duration::try_from_secs_f64(c.timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--timeout must be a positive number of seconds")?;
+        let (mut client, qemu) = if let Some(port) = &c.port {
+            let mut client = Client::open_serial(port, c.baud)?;
+            // A real line may hold noise from before we opened it.
+            client.resync(Duration::from_millis(300))?;
+            (client, None)
+        } else if let Some(addr) = &c.tcp {
+            (Client::connect_tcp(addr)?, None)
+        } else {
+            let elf = match &c.elf {
+                Some(e) => e.clone(),
+                None => qemu::firmware_elf(true)?,
+            };
+            let (q, client) = qemu::Qemu::boot(&elf, &qemu::QemuOptions::default())?;
+            (client, Some(q))
+        };
+        client.timeout = timeout;
+        Ok(Self {
+            client,
+            qemu,
+            show_log: c.log,
+        })
+    }
+
+    /// Prints the emulator's log if asked to, then shuts it down.
+    pub fn finish(self) {
+        if let (Some(q), true) = (&self.qemu, self.show_log) {
+            match q.decoded_log() {
+                Ok(lines) => {
+                    eprintln!("--- board log (defmt) ---");
+                    for l in lines {
+                        eprintln!("{l}");
+                    }
+                }
+                Err(e) => eprintln!("board log: {e:#}"),
+            }
+        }
+    }
+}
+
+/// `facemark board ...`
+#[derive(clap::Args, Debug)]
+pub struct BoardArgs {
+    #[command(subcommand)]
+    pub command: BoardCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BoardCommand {
+    /// Show the board's firmware, model and protocol.
+    Info {
+        #[command(flatten)]
+        conn: Connection,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run faces through the board and print their keypoints.
+    ///
+    /// IMAGES are image files (PNG, JPEG, BMP, PNM; any size: the centred
+    /// square is cropped, made grey and resized to 96x96) or Kaggle CSVs
+    /// (.csv, .csv.gz, .zip; faces taken as they are).
+    Infer {
+        #[command(flatten)]
+        conn: Connection,
+        /// Image files or Kaggle CSVs.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Faces to take from each CSV.
+        #[arg(long, default_value_t = 8)]
+        csv_limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Write each face upscaled 4x with its keypoints drawn, as PNGs here.
+        #[arg(long, value_name = "DIR")]
+        draw: Option<PathBuf>,
+    },
+}
+
+pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
+    match &args.command {
+        BoardCommand::Info { conn, json } => {
+            let mut s = Session::open(conn)?;
+            let info = s.client.info()?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print_info(&info);
+            }
+            s.finish();
+            Ok(())
+        }
+        BoardCommand::Infer {
+            conn,
+            images,
+            csv_limit,
+            json,
+            draw,
+        } => {
+            let faces = crate::image_io::load_faces(images, Some(*csv_limit))?;
+            if faces.is_empty() {
+                bail!("no faces in {images:?}");
+            }
+            if let Some(dir) = draw {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            let mut s = Session::open(conn)?;
+            let info = s.client.info()?;
+            if let Some(e) = &info.model_error {
+                bail!(
+                    "{}: the board's model failed its checks: {e}",
+                    s.client.link()
+                );
+            }
+            let mut results = Vec::new();
+            for (i, face) in faces.iter().enumerate() {
+                let inf = s
+                    .client
+                    .infer(&face.pixels)
+                    .with_context(|| format!("face {}", face.name))?;
+                if !json {
+                    print_keypoints(&face.name, &inf, &info.cost_unit);
+                }
+                if let Some(dir) = draw {
+                    let path = dir.join(crate::image_io::annotated_file_name(i, &face.name));
+                    crate::image_io::save_annotated(&path, &face.pixels, &inf.points)?;
+                    if !json {
+                        println!("  drawn: {}", path.display());
+                    }
+                }
+                results.push(json_result(&face.name, &inf, &info.cost_unit));
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            }
+            s.finish();
+            Ok(())
+        }
+    }
+}
+
+/// Prints `Info` as text.
+pub fn print_info(info: &BoardInfo) {
+    println!("board:            {}", info.board);
+    println!("firmware:         {}", info.firmware_version);
+    println!("protocol:         {}", info.protocol);
+    println!("input:            {0}x{0} grey", info.input_side);
+    println!("network hash:     {:016x}", info.network_hash);
+    match &info.model_error {
+        None => println!("model:            ok, CRC-32 {:08x}", info.model_hash),
+        Some(e) => println!("model:            REFUSED: {e}"),
+    }
+    println!("cost unit:        {}", info.cost_unit);
+}
+
+/// A number with thousands separators.
+pub fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Prints one face's keypoints as a table, with the board's cost.
+pub fn print_keypoints(name: &str, inf: &Inference, unit: &str) {
+    println!(
+        "{name}: cost {} {unit} (layers {})",
+        grouped(inf.cost.total),
+        inf.cost
+            .layers
+            .iter()
+            .map(|&c| grouped(c.into()))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    println!("  {:<26} {:>7} {:>7}", "keypoint", "x", "y");
+    for (k, name) in KEYPOINT_NAMES.iter().enumerate() {
+        let [x, y] = inf.points[k];
+        println!("  {name:<26} {x:>7.2} {y:>7.2}");
+    }
+}
+
+#[derive(Serialize)]
+struct JsonPoint {
+    name: &'static str,
+    x: f32,
+    y: f32,
+}
+
+#[derive(Serialize)]
+struct JsonCost {
+    unit: String,
+    total: u64,
+    layers: [u32; LAYER_COUNT],
+}
+
+#[derive(Serialize)]
+struct JsonResult {
+    face: String,
+    keypoints: Vec<JsonPoint>,
+    cost: JsonCost,
+}
+
+fn json_result(face: &str, inf: &Inference, unit: &str) -> JsonResult {
+    JsonResult {
+        face: face.to_string(),
+        keypoints: KEYPOINT_NAMES
+            .iter()
+            .zip(inf.points.iter())
+            .map(|(&name, &[x, y])| JsonPoint { name, x, y })
+            .collect(),
+        cost: JsonCost {
+            unit: unit.to_string(),
+            total: inf.cost.total,
+            layers: inf.cost.layers,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(123_456_789), "123,456,789");
+    }
+
+    #[test]
+    fn client_reads_replies_across_chunks_and_skips_stale_ones() {
+        // A fake board: replies for ids 3 (stale) then 1, split in small writes.
+        let mut bytes = encode_frame(&Response::Error {
+            id: 3,
+            kind: ErrorKind::ModelInvalid,
+        });
+        bytes.extend(encode_frame(&Response::Error {
+            id: 1,
+            kind: ErrorKind::WrongImageSize {
+                got: 5,
+                expected: 9216,
+            },
+        }));
+        let reader = std::io::Cursor::new(bytes);
+        let mut c = Client::new("test", reader, std::io::sink());
+        c.timeout = Duration::from_secs(5);
+        let id = c.next_id();
+        assert_eq!(id, 1);
+        match c.recv_for(id).unwrap() {
+            Reply::Error {
+                id: 1,
+                kind: ErrorKind::WrongImageSize { got: 5, .. },
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        // Then the stream ends.
+        assert!(matches!(
+            c.recv(Duration::from_secs(5)),
+            Err(BoardError::Closed { .. })
+        ));
+    }
+}
