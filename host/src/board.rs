@@ -395,21 +395,22 @@ impl Client {
 
 /// How to reach the board (exactly one of `--port`, `--tcp`, `--qemu`).
 #[derive(clap::Args, Clone, Debug)]
-#[group(id = "link", required = true, multiple = false, args = ["port", "tcp", "qemu"])]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("link").required(true).multiple(false)))]
 pub struct Connection {
     /// A serial port (e.g. /dev/ttyACM0, /dev/ttyUSB0, COM3).
-    #[arg(long)]
+    #[arg(long, group = "link")]
     pub port: Option<String>,
     /// Serial speed (with --port); the Pico 2 firmware uses 115200.
     #[arg(long, default_value_t = 115_200, requires = "port")]
     pub baud: u32,
     /// A board's UART over TCP, e.g. QEMU started with `cargo run --release`
     /// in firmware/ (127.0.0.1:4444).
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", group = "link")]
     pub tcp: Option<String>,
     /// Boot the emulated board (MPS2 AN386 in qemu-system-arm) for this
     /// command; builds the firmware first if needed.
-    #[arg(long)]
+    #[arg(long, group = "link")]
     pub qemu: bool,
     /// The firmware ELF to boot with --qemu (default: build firmware/).
     #[arg(long, requires = "qemu")]
