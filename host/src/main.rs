@@ -10,6 +10,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train the network on Kaggle-format data (writes a run directory).
+    Train(facemark::train::TrainArgs),
+    /// Accuracy of a model on a data set (MSE, score, RMSE px, per keypoint).
+    Eval(facemark::eval::EvalArgs),
+    /// Benchmarks (training speed against PyTorch).
+    Bench(facemark::bench::BenchArgs),
     /// Talk to a board: its info, keypoints for images (serial, TCP or QEMU).
     Board(facemark::board::BoardArgs),
     /// Boot the emulated board and run faces through it end to end.
@@ -19,6 +25,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Train(a) => facemark::train::run(&a),
+        Command::Eval(a) => facemark::eval::run(&a),
+        Command::Bench(a) => facemark::bench::run(&a),
         Command::Board(a) => facemark::board::run(&a),
         Command::Demo(a) => facemark::demo::run(&a),
     }

@@ -1,0 +1,226 @@
+//! Training-time augmentation: horizontal flip (with left/right keypoint
+//! swap), small shifts, rotations and scales (keypoints transformed alike),
+//! and brightness/contrast jitter. Every random draw comes from the caller's
+//! RNG, so a seeded run repeats exactly.
+//!
+//! Geometry: pixel `(col, row)` covers `[col, col + 1) x [row, row + 1)`, so
+//! its centre is at `(col + 0.5, row + 0.5)` and the image centre is
+//! `(48, 48)` -- the origin of the [-1, 1] training scale. A horizontal flip
+//! maps `x` to `96 - x` (unit `u` to `-u`).
+
+use facemark_core::network::{FLIP_PAIRS, INPUT_LEN, INPUT_SIDE, OUTPUTS};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Sample;
+
+const SIDE: usize = INPUT_SIDE;
+const CENTER: f32 = INPUT_SIDE as f32 / 2.0;
+
+/// Augmentation settings; the default is none at all (the seed recipe).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// Flip horizontally with probability 1/2 (swapping left/right keypoints).
+    pub flip: bool,
+    /// Maximum shift in pixels, uniform in [-shift, shift] on each axis.
+    pub shift: f32,
+    /// Maximum rotation in degrees, uniform in [-rotate, rotate].
+    pub rotate: f32,
+    /// Maximum relative scale change, uniform in [1 - scale, 1 + scale].
+    pub scale: f32,
+    /// Maximum brightness change as a fraction of full scale, uniform in
+    /// [-brightness, brightness].
+    pub brightness: f32,
+    /// Maximum contrast change, factor uniform in [1 - contrast, 1 + contrast]
+    /// around the image mean.
+    pub contrast: f32,
+}
+
+impl AugmentConfig {
+    /// True when no option is on (images pass through unchanged).
+    pub fn is_identity(&self) -> bool {
+        !self.flip
+            && self.shift == 0.0
+            && self.rotate == 0.0
+            && self.scale == 0.0
+            && self.brightness == 0.0
+            && self.contrast == 0.0
+    }
+
+    /// Checks the ranges (non-negative, scale and contrast below 1).
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (name, v) in [
+            ("shift", self.shift),
+            ("rotate", self.rotate),
+            ("scale", self.scale),
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+        ] {
+            anyhow::ensure!(
+                v.is_finite() && v >= 0.0,
+                "--{name} must be a non-negative number, got {v}"
+            );
+        }
+        anyhow::ensure!(
+            self.scale < 1.0,
+            "--scale must be below 1, got {}",
+            self.scale
+        );
+        anyhow::ensure!(
+            self.contrast < 1.0,
+            "--contrast must be below 1, got {}",
+            self.contrast
+        );
+        anyhow::ensure!(self.rotate <= 180.0, "--rotate must be at most 180 degrees");
+        anyhow::ensure!(
+            self.shift <= INPUT_SIDE as f32 / 2.0,
+            "--shift must be at most 48 pixels"
+        );
+        Ok(())
+    }
+
+    /// One augmented copy of `s`: the image as floats in [0, 1] (pixel / 255)
+    /// and the keypoints in pixels (NaN stays NaN).
+    ///
+    /// The number of random draws does not depend on the data, only on which
+    /// options are on.
+    pub fn apply<R: Rng + ?Sized>(&self, s: &Sample, rng: &mut R) -> (Vec<f32>, [f32; OUTPUTS]) {
+        let mut img: Vec<f32> = s.image.iter().map(|&p| p as f32 / 255.0).collect();
+        let mut kp = s.keypoints;
+        if self.flip && rng.random::<bool>() {
+            flip_f32(&mut img);
+            flip_keypoints(&mut kp);
+        }
+        if self.shift > 0.0 || self.rotate > 0.0 || self.scale > 0.0 {
+            let tx = sym(rng, self.shift);
+            let ty = sym(rng, self.shift);
+            let angle = sym(rng, self.rotate).to_radians();
+            let scale = 1.0 + sym(rng, self.scale);
+            let a = Affine::new(angle, scale, tx, ty);
+            img = a.warp(&img);
+            a.apply_keypoints(&mut kp);
+        }
+        if self.brightness > 0.0 || self.contrast > 0.0 {
+            let b = sym(rng, self.brightness);
+            let c = 1.0 + sym(rng, self.contrast);
+            jitter(&mut img, b, c);
+        }
+        (img, kp)
+    }
+}
+
+/// Uniform in [-m, m] (always one draw, 0 when m is 0).
+fn sym<R: Rng + ?Sized>(rng: &mut R, m: f32) -> f32 {
+    let u: f32 = rng.random();
+    if m > 0.0 { (2.0 * u - 1.0) * m } else { 0.0 }
+}
+
+/// Mirrors a grey u8 image left to right.
+pub fn flip_image(img: &mut [u8; INPUT_LEN]) {
+    for row in img.chunks_exact_mut(SIDE) {
+        row.reverse();
+    }
+}
+
+fn flip_f32(img: &mut [f32]) {
+    for row in img.chunks_exact_mut(SIDE) {
+        row.reverse();
+    }
+}
+
+/// Mirrors keypoints (x to 96 - x) and swaps the left/right pairs
+/// ([`FLIP_PAIRS`]).
+pub fn flip_keypoints(kp: &mut [f32; OUTPUTS]) {
+    for i in (0..OUTPUTS).step_by(2) {
+        kp[i] = INPUT_SIDE as f32 - kp[i];
+    }
+    for &(a, b) in &FLIP_PAIRS {
+        kp.swap(2 * a, 2 * b);
+        kp.swap(2 * a + 1, 2 * b + 1);
+    }
+}
+
+/// Flips a whole sample (image and keypoints).
+pub fn flip_sample(s: &mut Sample) {
+    flip_image(&mut s.image);
+    flip_keypoints(&mut s.keypoints);
+}
+
+/// Rotation by `angle` and scale about the image centre, then a shift.
+/// Forward map (keypoints): `p' = s R (p - c) + c + t`.
+#[derive(Clone, Copy, Debug)]
+pub struct Affine {
+    m: [[f32; 2]; 2],
+    t: [f32; 2],
+}
+
+impl Affine {
+    pub fn new(angle: f32, scale: f32, tx: f32, ty: f32) -> Self {
+        let (sn, cs) = angle.sin_cos();
+        Self {
+            m: [[scale * cs, -scale * sn], [scale * sn, scale * cs]],
+            t: [tx, ty],
+        }
+    }
+
+    pub fn map(&self, x: f32, y: f32) -> (f32, f32) {
+        let (dx, dy) = (x - CENTER, y - CENTER);
+        (
+            self.m[0][0] * dx + self.m[0][1] * dy + CENTER + self.t[0],
+            self.m[1][0] * dx + self.m[1][1] * dy + CENTER + self.t[1],
+        )
+    }
+
+    fn inverse_map(&self, x: f32, y: f32) -> (f32, f32) {
+        let [[a, b], [c, d]] = self.m;
+        let det = a * d - b * c;
+        let (dx, dy) = (x - CENTER - self.t[0], y - CENTER - self.t[1]);
+        (
+            (d * dx - b * dy) / det + CENTER,
+            (-c * dx + a * dy) / det + CENTER,
+        )
+    }
+
+    pub fn apply_keypoints(&self, kp: &mut [f32; OUTPUTS]) {
+        for i in (0..OUTPUTS).step_by(2) {
+            if kp[i].is_nan() || kp[i + 1].is_nan() {
+                continue;
+            }
+            let (x, y) = self.map(kp[i], kp[i + 1]);
+            kp[i] = x;
+            kp[i + 1] = y;
+        }
+    }
+
+    /// Resamples an image (bilinear, edge pixels repeated outside).
+    pub fn warp(&self, src: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; INPUT_LEN];
+        let max = (SIDE - 1) as f32;
+        for row in 0..SIDE {
+            for col in 0..SIDE {
+                let (sx, sy) = self.inverse_map(col as f32 + 0.5, row as f32 + 0.5);
+                // Back to pixel-index coordinates (centres at integers).
+                let fx = (sx - 0.5).clamp(0.0, max);
+                let fy = (sy - 0.5).clamp(0.0, max);
+                let x0 = fx.floor() as usize;
+                let y0 = fy.floor() as usize;
+                let x1 = (x0 + 1).min(SIDE - 1);
+                let y1 = (y0 + 1).min(SIDE - 1);
+                let ax = fx - x0 as f32;
+                let ay = fy - y0 as f32;
+                let top = src[y0 * SIDE + x0] * (1.0 - ax) + src[y0 * SIDE + x1] * ax;
+                let bottom = src[y1 * SIDE + x0] * (1.0 - ax) + src[y1 * SIDE + x1] * ax;
+                out[row * SIDE + col] = top * (1.0 - ay) + bottom * ay;
+            }
+        }
+        out
+    }
+}
+
+/// `v' = clamp((v - mean) * contrast + mean + brightness, 0, 1)`.
+pub fn jitter(img: &mut [f32], brightness: f32, contrast: f32) {
+    let mean = img.iter().sum::<f32>() / img.len().max(1) as f32;
+    for v in img.iter_mut() {
+        *v = ((*v - mean) * contrast + mean + brightness).clamp(0.0, 1.0);
+    }
+}

@@ -1,0 +1,389 @@
+//! Accuracy of a model on a data set: MSE on [-1, 1] coordinates, score =
+//! 1 / (2 * MSE) and RMSE in pixels = 48 * sqrt(MSE), overall and per
+//! keypoint. Missing labels (NaN) are left out of every figure.
+//!
+//! Prediction is pluggable ([`Predictor`]): the float burn model here, other
+//! implementations (an int8 model) elsewhere; [`evaluate`], [`format_table`]
+//! and [`compare_table`] work with any of them.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use burn::tensor::Device;
+use facemark_core::network::{INPUT_LEN, KEYPOINT_NAMES, KEYPOINTS, OUTPUTS, pixel_to_unit};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, LoadOptions};
+use crate::model::{Backend, Net};
+
+/// Something that maps grey 96x96 images to 30 coordinates in [-1, 1] units
+/// (pixel / 48 - 1), Kaggle order.
+pub trait Predictor {
+    /// A short description for reports.
+    fn name(&self) -> String;
+    /// One output row per image; every image is 9216 bytes.
+    fn predict(&self, images: &[&[u8]]) -> Result<Vec<[f32; OUTPUTS]>>;
+}
+
+/// The float burn network (inference mode).
+pub struct FloatPredictor {
+    net: Net,
+    device: Device,
+    name: String,
+}
+
+impl FloatPredictor {
+    /// Wraps a network; it is switched to inference mode (`valid()`).
+    pub fn new(net: &Net, device: Device, name: impl Into<String>) -> Self {
+        use burn::module::Module;
+        Self {
+            net: net.valid(),
+            device,
+            name: name.into(),
+        }
+    }
+
+    /// Loads a burnpack checkpoint (a `.bpk` file, or a run directory, whose
+    /// `best.bpk` is used).
+    pub fn from_checkpoint(path: &Path, backend: Backend) -> Result<Self> {
+        let file = resolve_checkpoint(path)?;
+        let device = backend.device();
+        let net = Net::load_checkpoint(&file, &device)?;
+        Ok(Self::new(
+            &net,
+            device,
+            format!("float {} ({})", file.display(), backend.name()),
+        ))
+    }
+
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+}
+
+impl Predictor for FloatPredictor {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn predict(&self, images: &[&[u8]]) -> Result<Vec<[f32; OUTPUTS]>> {
+        self.net.predict(images, &self.device)
+    }
+}
+
+/// A run directory means its best checkpoint; a file is itself.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        let best = path.join(crate::train::BEST_FILE);
+        ensure!(
+            best.is_file(),
+            "{} is a directory without {}",
+            path.display(),
+            crate::train::BEST_FILE
+        );
+        Ok(best)
+    } else {
+        ensure!(path.is_file(), "no model file at {}", path.display());
+        Ok(path.to_path_buf())
+    }
+}
+
+/// A predictor for a model path, by kind: an int8 model file (`.fmq`, run
+/// with the `shared` kernels exactly as on the board), a burnpack float
+/// checkpoint (`.bpk`, `.mpk`) or a run directory.
+pub fn predictor_for_path(path: &Path, backend: Backend) -> Result<Box<dyn Predictor>> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "fmq" => Ok(Box::new(crate::int8::Int8Predictor::load(path)?)),
+        "onnx" => anyhow::bail!(
+            "{}: evaluate the burn checkpoint (.bpk) instead of the ONNX export",
+            path.display()
+        ),
+        _ => Ok(Box::new(FloatPredictor::from_checkpoint(path, backend)?)),
+    }
+}
+
+/// One keypoint's figures (x and y together).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KeypointMetrics {
+    pub name: String,
+    /// Labelled coordinates that went into the figures.
+    pub count: usize,
+    pub mse: f64,
+    pub rmse_px: f64,
+}
+
+/// Accuracy figures for one model on one data set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Metrics {
+    pub model: String,
+    pub data: String,
+    pub images: usize,
+    /// Labelled coordinates.
+    pub coordinates: usize,
+    /// Mean squared error on [-1, 1] coordinates.
+    pub mse: f64,
+    /// 1 / (2 * MSE).
+    pub score: f64,
+    /// 48 * sqrt(MSE).
+    pub rmse_px: f64,
+    pub per_keypoint: Vec<KeypointMetrics>,
+    /// Wall time of the predictions.
+    pub seconds: f64,
+}
+
+/// Running sums of squared errors per output coordinate.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorSums {
+    pub sum_sq: [f64; OUTPUTS],
+    pub count: [usize; OUTPUTS],
+    pub images: usize,
+}
+
+impl ErrorSums {
+    /// Adds one image: prediction in [-1, 1] units, truth in pixels (NaN = missing).
+    pub fn add(&mut self, pred: &[f32; OUTPUTS], truth_px: &[f32; OUTPUTS]) {
+        self.images += 1;
+        for i in 0..OUTPUTS {
+            if truth_px[i].is_nan() {
+                continue;
+            }
+            let d = (pred[i] - pixel_to_unit(truth_px[i])) as f64;
+            self.sum_sq[i] += d * d;
+            self.count[i] += 1;
+        }
+    }
+
+    /// Overall MSE (NaN when nothing is labelled).
+    pub fn mse(&self) -> f64 {
+        let n: usize = self.count.iter().sum();
+        if n == 0 {
+            f64::NAN
+        } else {
+            self.sum_sq.iter().sum::<f64>() / n as f64
+        }
+    }
+
+    pub fn metrics(&self, model: String, data: String, seconds: f64) -> Metrics {
+        let mse = self.mse();
+        let per_keypoint = (0..KEYPOINTS)
+            .map(|k| {
+                let count = self.count[2 * k] + self.count[2 * k + 1];
+                let mse = if count == 0 {
+                    f64::NAN
+                } else {
+                    (self.sum_sq[2 * k] + self.sum_sq[2 * k + 1]) / count as f64
+                };
+                KeypointMetrics {
+                    name: KEYPOINT_NAMES[k].to_string(),
+                    count,
+                    mse,
+                    rmse_px: rmse_px(mse),
+                }
+            })
+            .collect();
+        Metrics {
+            model,
+            data,
+            images: self.images,
+            coordinates: self.count.iter().sum(),
+            mse,
+            score: score(mse),
+            rmse_px: rmse_px(mse),
+            per_keypoint,
+            seconds,
+        }
+    }
+}
+
+/// 1 / (2 * MSE).
+pub fn score(mse: f64) -> f64 {
+    1.0 / (2.0 * mse)
+}
+
+/// 48 * sqrt(MSE): the root mean squared error in pixels.
+pub fn rmse_px(mse: f64) -> f64 {
+    48.0 * mse.sqrt()
+}
+
+/// Images per `predict` call in [`evaluate`].
+pub const EVAL_BATCH: usize = 64;
+
+/// Runs `pred` over every sample of `data` and measures its accuracy.
+pub fn evaluate(pred: &dyn Predictor, data: &Dataset, progress: bool) -> Result<Metrics> {
+    let bar = if progress {
+        let pb = indicatif::ProgressBar::new(data.len() as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "eval [{bar:30}] {pos}/{len} images, ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let start = Instant::now();
+    let mut sums = ErrorSums::default();
+    for chunk in data.samples.chunks(EVAL_BATCH) {
+        let images: Vec<&[u8]> = chunk.iter().map(|s| &s.image[..]).collect();
+        let out = pred
+            .predict(&images)
+            .with_context(|| format!("predicting with {}", pred.name()))?;
+        ensure!(
+            out.len() == chunk.len(),
+            "{} returned {} predictions for {} images",
+            pred.name(),
+            out.len(),
+            chunk.len()
+        );
+        for (p, s) in out.iter().zip(chunk) {
+            sums.add(p, &s.keypoints);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(sums.metrics(
+        pred.name(),
+        data.source.clone(),
+        start.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Human-readable table of one model's figures.
+pub fn format_table(m: &Metrics) -> String {
+    let mut s = String::new();
+    s += &format!(
+        "model: {}\ndata:  {} ({} images, {} labelled coordinates)\n",
+        m.model, m.data, m.images, m.coordinates
+    );
+    s += &format!(
+        "{:<26} {:>6} {:>11} {:>9}\n",
+        "keypoint", "coords", "MSE", "RMSE px"
+    );
+    for k in &m.per_keypoint {
+        s += &format!(
+            "{:<26} {:>6} {:>11.6} {:>9.3}\n",
+            k.name, k.count, k.mse, k.rmse_px
+        );
+    }
+    s += &format!(
+        "{:<26} {:>6} {:>11.6} {:>9.3}\n",
+        "overall", m.coordinates, m.mse, m.rmse_px
+    );
+    s += &format!(
+        "score 1/(2*MSE) = {:.1}   ({:.2} s, {:.2} ms/image)\n",
+        m.score,
+        m.seconds,
+        1e3 * m.seconds / m.images.max(1) as f64
+    );
+    s
+}
+
+/// Side-by-side table of two models on the same data (`b` relative to `a`).
+pub fn compare_table(a: &Metrics, b: &Metrics) -> String {
+    let mut s = String::new();
+    s += &format!(
+        "A: {}\nB: {}\ndata: {} ({} images)\n",
+        a.model, b.model, a.data, a.images
+    );
+    s += &format!(
+        "{:<26} {:>9} {:>9} {:>9} {:>9}\n",
+        "keypoint", "A RMSEpx", "B RMSEpx", "B-A px", "B/A MSE"
+    );
+    for (ka, kb) in a.per_keypoint.iter().zip(&b.per_keypoint) {
+        s += &format!(
+            "{:<26} {:>9.3} {:>9.3} {:>+9.3} {:>9.3}\n",
+            ka.name,
+            ka.rmse_px,
+            kb.rmse_px,
+            kb.rmse_px - ka.rmse_px,
+            kb.mse / ka.mse
+        );
+    }
+    s += &format!(
+        "{:<26} {:>9.3} {:>9.3} {:>+9.3} {:>9.3}\n",
+        "overall",
+        a.rmse_px,
+        b.rmse_px,
+        b.rmse_px - a.rmse_px,
+        b.mse / a.mse
+    );
+    s += &format!(
+        "MSE   A {:.6}  B {:.6}\nscore A {:.1}  B {:.1}  (B is {:+.1}% of A)\n",
+        a.mse,
+        b.mse,
+        a.score,
+        b.score,
+        100.0 * (b.score / a.score - 1.0)
+    );
+    s
+}
+
+/// `facemark eval MODEL DATA [--json]`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Model: an int8 model file (.fmq), a float checkpoint (.bpk) or a
+    /// training run directory (its best.bpk).
+    pub model: PathBuf,
+    /// Data: Kaggle CSV (.csv, .csv.gz or .zip).
+    pub data: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// burn backend for the float model.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub backend: Backend,
+    /// Skip malformed rows (and report how many) instead of failing.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Also evaluate this model (e.g. the float checkpoint of an .fmq) and
+    /// print both side by side: COMPARE as A, MODEL as B.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let data = crate::data::load_reporting(
+        &args.data,
+        LoadOptions {
+            skip_bad_rows: args.skip_bad_rows,
+        },
+        "data",
+    )?;
+    let pred = predictor_for_path(&args.model, args.backend)?;
+    let m = evaluate(pred.as_ref(), &data, !args.json)?;
+    let base = match &args.compare {
+        Some(p) => Some(evaluate(
+            predictor_for_path(p, args.backend)?.as_ref(),
+            &data,
+            !args.json,
+        )?),
+        None => None,
+    };
+    match (&base, args.json) {
+        (None, true) => println!("{}", serde_json::to_string_pretty(&m)?),
+        (None, false) => print!("{}", format_table(&m)),
+        (Some(a), true) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "a": a, "b": &m, "b_score_fraction_of_a": m.score / a.score })
+                )?
+            )
+        }
+        (Some(a), false) => {
+            print!("{}\n{}\n", format_table(a), format_table(&m));
+            print!("{}", compare_table(a, &m));
+        }
+    }
+    Ok(())
+}
+
+const _: () = assert!(INPUT_LEN == 96 * 96);

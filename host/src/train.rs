@@ -1,0 +1,899 @@
+//! `facemark train`: the seed network trained with burn on Kaggle-format data.
+//!
+//! Defaults are the seed recipe: Adam (lr 1e-3, weight decay 1e-7, PyTorch's
+//! epsilon 1e-8), batch 16, 15 epochs, MSE on [-1, 1] coordinates with missing
+//! labels masked out, no augmentation, constant learning rate.
+//!
+//! Reproducibility: the initial weights come from the seed; each epoch draws
+//! its shuffle, augmentation and dropout masks from a ChaCha8 stream derived
+//! from (seed, epoch). So the state after an epoch is fully described by the
+//! model, the optimizer state and the epoch number, which is what the `last/`
+//! checkpoint holds: `--resume` continues exactly where an uninterrupted run
+//! would be.
+//!
+//! Run directory:
+//! - `config.json`: the [`TrainConfig`];
+//! - `metrics.csv`: one row per epoch;
+//! - `best.bpk`: the weights with the lowest validation MSE so far;
+//! - `last/`: `model.bpk`, `optim.bpk`, `state.json` after the last finished
+//!   epoch (replaced as a whole, so a crash leaves the previous one);
+//! - `loss.png`: training loss and validation MSE per epoch.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use embedded_graphics::pixelcolor::Rgb888;
+use facemark_core::network::{INPUT_LEN, INPUT_SIDE, OUTPUTS, pixel_to_unit};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::augment::AugmentConfig;
+use crate::data::{Dataset, LoadOptions, Sample};
+use crate::eval::{FloatPredictor, evaluate, rmse_px, score};
+use crate::model::{Backend, Net};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const METRICS_FILE: &str = "metrics.csv";
+pub const BEST_FILE: &str = "best.bpk";
+pub const LAST_DIR: &str = "last";
+pub const MODEL_FILE: &str = "model.bpk";
+pub const OPTIM_FILE: &str = "optim.bpk";
+pub const STATE_FILE: &str = "state.json";
+pub const PLOT_FILE: &str = "loss.png";
+
+/// Learning-rate schedule over all training steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// `lr` throughout (the seed recipe).
+    #[default]
+    Constant,
+    /// One-cycle (PyTorch `OneCycleLR`, cosine both ways): from lr/25 up to
+    /// lr over the first `warmup` fraction of steps, then down to lr/25e4.
+    /// (Adam's beta1 is not cycled.)
+    Onecycle,
+    /// Cosine decay from lr to 0 over all steps.
+    Cosine,
+}
+
+/// Everything that defines a run (written to `config.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Training data file.
+    pub train: String,
+    /// Validation data file; `None` means a seeded split of `train`.
+    pub val: Option<String>,
+    /// Fraction of `train` held out when `val` is `None`.
+    pub val_split: f64,
+    pub backend: Backend,
+    pub epochs: usize,
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub adam_eps: f64,
+    pub schedule: Schedule,
+    /// One-cycle warm-up fraction of all steps.
+    pub warmup: f64,
+    pub augment: AugmentConfig,
+    /// Stop after this many epochs without a better validation MSE.
+    pub early_stop: Option<usize>,
+    pub seed: u64,
+    pub skip_bad_rows: bool,
+    /// Use only the first N training samples (after the split).
+    pub limit: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            train: String::new(),
+            val: None,
+            val_split: 0.1,
+            backend: Backend::Flex,
+            epochs: 15,
+            batch: 16,
+            lr: 1e-3,
+            weight_decay: 1e-7,
+            adam_eps: 1e-8,
+            schedule: Schedule::Constant,
+            warmup: 0.3,
+            augment: AugmentConfig::default(),
+            early_stop: None,
+            seed: 0,
+            skip_bad_rows: false,
+            limit: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn check(&self) -> Result<()> {
+        ensure!(self.epochs >= 1, "--epochs must be at least 1");
+        ensure!(self.batch >= 1, "--batch must be at least 1");
+        ensure!(
+            self.lr.is_finite() && self.lr > 0.0,
+            "--lr must be positive"
+        );
+        ensure!(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "--weight-decay must be non-negative"
+        );
+        ensure!(
+            self.adam_eps.is_finite() && self.adam_eps > 0.0,
+            "--adam-eps must be positive"
+        );
+        ensure!(
+            self.warmup > 0.0 && self.warmup < 1.0,
+            "--warmup must be in (0, 1)"
+        );
+        ensure!(
+            self.val.is_some() || (self.val_split > 0.0 && self.val_split < 1.0),
+            "--val-split must be in (0, 1)"
+        );
+        ensure!(
+            self.early_stop != Some(0),
+            "--early-stop must be at least 1"
+        );
+        self.augment.check()
+    }
+
+    /// The learning rate at `step` of `total` (0-based).
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let total = total.max(1) as f64;
+        let t = (step as f64).min(total);
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos()),
+            Schedule::Onecycle => {
+                let initial = self.lr / 25.0;
+                let min = initial / 1e4;
+                let up = (self.warmup * total).max(1.0);
+                let cos = |from: f64, to: f64, p: f64| {
+                    to + (from - to)
+                        * 0.5
+                        * (1.0 + (std::f64::consts::PI * p.clamp(0.0, 1.0)).cos())
+                };
+                if t < up {
+                    cos(initial, self.lr, t / up)
+                } else {
+                    cos(self.lr, min, (t - up) / (total - up).max(1.0))
+                }
+            }
+        }
+    }
+}
+
+/// One finished epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean masked MSE over the epoch's batches (with dropout and augmentation).
+    pub train_loss: f64,
+    pub val_mse: f64,
+    pub val_score: f64,
+    pub val_rmse_px: f64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Progress after the last finished epoch (`last/state.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub epochs_done: usize,
+    pub steps_done: usize,
+    pub best_mse: f64,
+    /// 1-based; 0 = none yet.
+    pub best_epoch: usize,
+    pub since_best: usize,
+    pub stopped_early: bool,
+    pub history: Vec<EpochMetrics>,
+    pub train_seconds: f64,
+}
+
+impl Default for TrainState {
+    fn default() -> Self {
+        Self {
+            epochs_done: 0,
+            steps_done: 0,
+            best_mse: f64::INFINITY,
+            best_epoch: 0,
+            since_best: 0,
+            stopped_early: false,
+            history: Vec::new(),
+            train_seconds: 0.0,
+        }
+    }
+}
+
+/// How to run (not part of the recipe).
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Continue the run in the directory from its last checkpoint.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Print one line per epoch on stdout.
+    pub verbose: bool,
+    /// Install a Ctrl-C handler (once per process) that stops between batches.
+    pub handle_ctrl_c: bool,
+    /// Stop (as if interrupted) once this many epochs are done in total.
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// What a call to [`train`] ended with.
+pub struct TrainOutcome {
+    pub state: TrainState,
+    /// The last model (after the last finished epoch).
+    pub net: Net,
+    /// Stopped before the configured epochs (Ctrl-C or `stop_after_epochs`).
+    pub interrupted: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static CTRL_C_PRESSES: AtomicUsize = AtomicUsize::new(0);
+static HANDLER: std::sync::Once = std::sync::Once::new();
+
+fn install_ctrl_c() {
+    HANDLER.call_once(|| {
+        let r = ctrlc::set_handler(|| {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            if CTRL_C_PRESSES.fetch_add(1, Ordering::SeqCst) >= 1 {
+                eprintln!("\ninterrupted again: exiting now (the last checkpoint is intact)");
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupt: stopping after this batch; the last finished epoch is saved (continue with --resume)");
+        });
+        if let Err(e) = r {
+            eprintln!("warning: cannot install a Ctrl-C handler: {e}");
+        }
+    });
+}
+
+/// Masked MSE: the mean of squared errors over the coordinates whose mask is 1.
+/// Equals the plain mean squared error when every mask entry is 1.
+pub fn masked_mse(
+    pred: Tensor<2>,
+    target: Tensor<2>,
+    mask: Tensor<2>,
+    labelled: usize,
+) -> Tensor<1> {
+    let d = (pred - target) * mask;
+    d.square().sum().div_scalar(labelled.max(1) as f32)
+}
+
+/// A training batch on the host: inputs (pixel / 255), targets in [-1, 1]
+/// (0 where missing) and the mask.
+pub struct HostBatch {
+    pub n: usize,
+    pub images: Vec<f32>,
+    pub targets: Vec<f32>,
+    pub mask: Vec<f32>,
+    pub labelled: usize,
+}
+
+impl HostBatch {
+    /// Augments `samples` (draws from `rng`) into one batch.
+    pub fn build(samples: &[&Sample], aug: &AugmentConfig, rng: &mut ChaCha8Rng) -> HostBatch {
+        let n = samples.len();
+        let mut b = HostBatch {
+            n,
+            images: Vec::with_capacity(n * INPUT_LEN),
+            targets: Vec::with_capacity(n * OUTPUTS),
+            mask: Vec::with_capacity(n * OUTPUTS),
+            labelled: 0,
+        };
+        for s in samples {
+            let (img, kp) = if aug.is_identity() {
+                (
+                    s.image.iter().map(|&p| p as f32 / 255.0).collect(),
+                    s.keypoints,
+                )
+            } else {
+                aug.apply(s, rng)
+            };
+            b.images.extend_from_slice(&img);
+            for v in kp {
+                if v.is_nan() {
+                    b.targets.push(0.0);
+                    b.mask.push(0.0);
+                } else {
+                    b.targets.push(pixel_to_unit(v));
+                    b.mask.push(1.0);
+                    b.labelled += 1;
+                }
+            }
+        }
+        b
+    }
+
+    pub fn tensors(&self, device: &Device) -> (Tensor<4>, Tensor<2>, Tensor<2>) {
+        let x = Tensor::from_data(
+            TensorData::new(self.images.clone(), [self.n, 1, INPUT_SIDE, INPUT_SIDE]),
+            device,
+        );
+        let t = Tensor::from_data(
+            TensorData::new(self.targets.clone(), [self.n, OUTPUTS]),
+            device,
+        );
+        let m = Tensor::from_data(
+            TensorData::new(self.mask.clone(), [self.n, OUTPUTS]),
+            device,
+        );
+        (x, t, m)
+    }
+}
+
+/// The optimizer of a config (Adam with L2 weight decay, as PyTorch's `Adam`).
+pub fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    let wd = (cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32));
+    AdamConfig::new()
+        .with_epsilon(cfg.adam_eps as f32)
+        .with_weight_decay(wd)
+        .init()
+}
+
+/// One optimisation step: forward with dropout, masked MSE, backward, Adam.
+/// Returns the updated model and the batch loss.
+pub fn train_step(
+    net: Net,
+    optim: &mut ModuleOptimizer,
+    batch: &HostBatch,
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Result<(Net, f32)> {
+    let (x, t, m) = batch.tensors(device);
+    let pred = net.forward_train(x, rng);
+    let loss = masked_mse(pred, t, m, batch.labelled);
+    let value: f32 = loss
+        .clone()
+        .try_into_scalar()
+        .map_err(|e| anyhow::anyhow!("reading the loss: {e:?}"))?;
+    ensure!(
+        value.is_finite(),
+        "the training loss is not finite ({value}); try a lower --lr"
+    );
+    let grads = GradientsParams::from_grads(loss.backward(), &net);
+    let net = optim.step(lr, net, grads);
+    Ok((net, value))
+}
+
+/// The RNG for epoch `e` (0-based): shuffle, augmentation and dropout.
+pub fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(epoch as u64 + 1);
+    r
+}
+
+fn batches_per_epoch(n: usize, batch: usize) -> usize {
+    n.div_ceil(batch)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_string_pretty(v)? + "\n")
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// The directory holding the last complete checkpoint, if any.
+pub fn find_last(run_dir: &Path) -> Option<PathBuf> {
+    [LAST_DIR, "last.old"]
+        .iter()
+        .map(|d| run_dir.join(d))
+        .find(|d| {
+            d.join(STATE_FILE).is_file()
+                && d.join(MODEL_FILE).is_file()
+                && d.join(OPTIM_FILE).is_file()
+        })
+}
+
+/// Replaces `last/` as a whole: write `last.new/`, then swap.
+fn save_last(run_dir: &Path, net: &Net, optim: &ModuleOptimizer, state: &TrainState) -> Result<()> {
+    let new = run_dir.join("last.new");
+    let last = run_dir.join(LAST_DIR);
+    let old = run_dir.join("last.old");
+    if new.exists() {
+        fs::remove_dir_all(&new).with_context(|| format!("removing {}", new.display()))?;
+    }
+    fs::create_dir_all(&new).with_context(|| format!("creating {}", new.display()))?;
+    net.save_checkpoint(&new.join(MODEL_FILE))?;
+    optim
+        .save(new.join(OPTIM_FILE))
+        .map_err(|e| anyhow::anyhow!("saving the optimizer state: {e}"))?;
+    write_json(&new.join(STATE_FILE), state)?;
+    if old.exists() {
+        fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    if last.exists() {
+        fs::rename(&last, &old).with_context(|| format!("moving {} aside", last.display()))?;
+    }
+    fs::rename(&new, &last)
+        .with_context(|| format!("renaming {} to {}", new.display(), last.display()))?;
+    if old.exists() {
+        fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `metrics.csv` from the history.
+pub fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let mut s = String::from("epoch,train_loss,val_mse,val_score,val_rmse_px,lr,seconds\n");
+    for m in history {
+        s += &format!(
+            "{},{:.8},{:.8},{:.3},{:.4},{:.6e},{:.2}\n",
+            m.epoch, m.train_loss, m.val_mse, m.val_score, m.val_rmse_px, m.lr, m.seconds
+        );
+    }
+    let tmp = path.with_extension("csv.tmp");
+    fs::write(&tmp, s).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes the loss-curve PNG from the history.
+pub fn write_plot(path: &Path, state: &TrainState) -> Result<()> {
+    let train = crate::plot::Series {
+        label: "train loss (masked MSE)",
+        color: Rgb888::new(30, 90, 200),
+        points: state
+            .history
+            .iter()
+            .map(|m| (m.epoch as f64, m.train_loss))
+            .collect(),
+    };
+    let val = crate::plot::Series {
+        label: "validation MSE",
+        color: Rgb888::new(210, 50, 40),
+        points: state
+            .history
+            .iter()
+            .map(|m| (m.epoch as f64, m.val_mse))
+            .collect(),
+    };
+    let best = (state.best_epoch > 0).then_some(state.best_epoch as f64);
+    let title = match state.history.iter().find(|m| m.epoch == state.best_epoch) {
+        Some(b) => format!(
+            "facemark training: best val MSE {:.6} (score {:.1}, RMSE {:.2} px) at epoch {}",
+            b.val_mse, b.val_score, b.val_rmse_px, b.epoch
+        ),
+        None => "facemark training".to_string(),
+    };
+    crate::plot::log_plot_png(path, &title, "epoch", &[train, val], best)
+}
+
+/// Trains (or continues) a run in `run_dir` on in-memory data.
+pub fn train(
+    cfg: &TrainConfig,
+    train_set: &Dataset,
+    val_set: &Dataset,
+    run_dir: &Path,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome> {
+    cfg.check()?;
+    ensure!(!train_set.is_empty(), "the training set is empty");
+    ensure!(!val_set.is_empty(), "the validation set is empty");
+    let device = cfg.backend.autodiff_device();
+    let plain = cfg.backend.device();
+    let config_path = run_dir.join(CONFIG_FILE);
+
+    let (mut net, mut optim, mut state) = if opts.resume {
+        ensure!(
+            config_path.is_file(),
+            "--resume: {} has no {CONFIG_FILE}",
+            run_dir.display()
+        );
+        let saved: TrainConfig = read_json(&config_path)?;
+        let mut cmp = saved.clone();
+        cmp.epochs = cfg.epochs;
+        if cmp != *cfg {
+            bail!(
+                "--resume: the command line's recipe differs from {} (only --epochs may change):\n  saved: {}\n  given: {}",
+                config_path.display(),
+                serde_json::to_string(&saved)?,
+                serde_json::to_string(cfg)?
+            );
+        }
+        if saved.epochs != cfg.epochs {
+            if cfg.schedule != Schedule::Constant {
+                eprintln!(
+                    "warning: --epochs changed from {} to {}; the {:?} schedule stretches to the new length",
+                    saved.epochs, cfg.epochs, cfg.schedule
+                );
+            }
+            write_json(&config_path, cfg)?;
+        }
+        match find_last(run_dir) {
+            Some(last) => {
+                let state: TrainState = read_json(&last.join(STATE_FILE))?;
+                let net = Net::load_checkpoint(&last.join(MODEL_FILE), &device)?;
+                let optim = optimizer(cfg).load(last.join(OPTIM_FILE)).map_err(|e| {
+                    anyhow::anyhow!("loading {}: {e}", last.join(OPTIM_FILE).display())
+                })?;
+                if opts.verbose {
+                    println!(
+                        "resuming {} after epoch {} (best val MSE {:.6} at epoch {})",
+                        run_dir.display(),
+                        state.epochs_done,
+                        state.best_mse,
+                        state.best_epoch
+                    );
+                }
+                (net, optim, state)
+            }
+            None => {
+                if opts.verbose {
+                    println!(
+                        "resuming {}: no finished epoch yet, starting from the beginning",
+                        run_dir.display()
+                    );
+                }
+                (
+                    Net::new(&device, cfg.seed),
+                    optimizer(cfg),
+                    TrainState::default(),
+                )
+            }
+        }
+    } else {
+        if config_path.exists() || find_last(run_dir).is_some() {
+            bail!(
+                "{} already holds a run; continue it with --resume or choose another --out",
+                run_dir.display()
+            );
+        }
+        fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        write_json(&config_path, cfg)?;
+        (
+            Net::new(&device, cfg.seed),
+            optimizer(cfg),
+            TrainState::default(),
+        )
+    };
+
+    if opts.handle_ctrl_c {
+        install_ctrl_c();
+    }
+    let n = train_set.len();
+    let per_epoch = batches_per_epoch(n, cfg.batch);
+    let total_steps = per_epoch * cfg.epochs;
+    let mut interrupted = false;
+
+    while state.epochs_done < cfg.epochs && !state.stopped_early {
+        if opts
+            .stop_after_epochs
+            .is_some_and(|k| state.epochs_done >= k)
+            || (opts.handle_ctrl_c && INTERRUPTED.load(Ordering::SeqCst))
+        {
+            interrupted = true;
+            break;
+        }
+        let epoch = state.epochs_done;
+        let start = Instant::now();
+        let mut rng = epoch_rng(cfg.seed, epoch);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+
+        let bar = if opts.progress {
+            let pb = indicatif::ProgressBar::new(per_epoch as u64);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} {per_sec} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            pb.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+            pb
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
+        let mut lr = cfg.lr;
+        for idx in order.chunks(cfg.batch) {
+            if opts.handle_ctrl_c && INTERRUPTED.load(Ordering::SeqCst) {
+                interrupted = true;
+                break;
+            }
+            let samples: Vec<&Sample> = idx.iter().map(|&i| &train_set.samples[i]).collect();
+            let batch = HostBatch::build(&samples, &cfg.augment, &mut rng);
+            lr = cfg.lr_at(state.steps_done, total_steps);
+            let (next, loss) = train_step(net, &mut optim, &batch, lr, &mut rng, &device)
+                .with_context(|| format!("epoch {}, step {}", epoch + 1, state.steps_done + 1))?;
+            net = next;
+            state.steps_done += 1;
+            loss_sum += loss as f64 * samples.len() as f64;
+            loss_n += samples.len();
+            bar.set_message(format!("{:.5}", loss_sum / loss_n as f64));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        if interrupted {
+            if opts.verbose {
+                println!(
+                    "interrupted in epoch {}: its progress is dropped; --resume continues after epoch {}",
+                    epoch + 1,
+                    state.epochs_done
+                );
+            }
+            // Reload the last finished epoch so the returned model matches the checkpoint.
+            if let Some(last) = find_last(run_dir) {
+                net = Net::load_checkpoint(&last.join(MODEL_FILE), &device)?;
+                state = read_json(&last.join(STATE_FILE))?;
+            } else {
+                net = Net::new(&device, cfg.seed);
+                state = TrainState::default();
+            }
+            break;
+        }
+
+        let m = evaluate(
+            &FloatPredictor::new(&net, plain.clone(), "training"),
+            val_set,
+            false,
+        )?;
+        let seconds = start.elapsed().as_secs_f64();
+        let em = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: loss_sum / loss_n.max(1) as f64,
+            val_mse: m.mse,
+            val_score: score(m.mse),
+            val_rmse_px: rmse_px(m.mse),
+            lr,
+            seconds,
+        };
+        state.epochs_done += 1;
+        state.train_seconds += seconds;
+        let improved = em.val_mse < state.best_mse;
+        if improved {
+            state.best_mse = em.val_mse;
+            state.best_epoch = em.epoch;
+            state.since_best = 0;
+            net.save_checkpoint(&run_dir.join(BEST_FILE))?;
+        } else {
+            state.since_best += 1;
+        }
+        if let Some(p) = cfg.early_stop
+            && state.since_best >= p
+        {
+            state.stopped_early = true;
+        }
+        if opts.verbose {
+            println!(
+                "epoch {:>3}/{}  train loss {:.6}  val MSE {:.6}  score {:>7.1}  RMSE {:.3} px  lr {:.2e}  {:.1} s{}",
+                em.epoch,
+                cfg.epochs,
+                em.train_loss,
+                em.val_mse,
+                em.val_score,
+                em.val_rmse_px,
+                em.lr,
+                em.seconds,
+                if improved { "  *best" } else { "" }
+            );
+        }
+        state.history.push(em);
+        save_last(run_dir, &net, &optim, &state)?;
+        write_metrics_csv(&run_dir.join(METRICS_FILE), &state.history)?;
+        if let Err(e) = write_plot(&run_dir.join(PLOT_FILE), &state) {
+            eprintln!("warning: loss plot not written: {e:#}");
+        }
+        if state.stopped_early && opts.verbose {
+            println!(
+                "early stop: no better validation MSE for {} epochs",
+                state.since_best
+            );
+        }
+    }
+    Ok(TrainOutcome {
+        state,
+        net,
+        interrupted,
+    })
+}
+
+/// `facemark train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Training data: Kaggle CSV (.csv, .csv.gz or .zip).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Validation data file (default: a seeded split of --train, see --val-split).
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    /// Fraction of --train held out for validation when --val is not given.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_split: f64,
+    /// Run directory (config, metrics, checkpoints, plot).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last finished epoch (same recipe flags; --epochs may grow).
+    #[arg(long)]
+    pub resume: bool,
+    /// burn backend.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub backend: Backend,
+    #[arg(long, default_value_t = 15)]
+    pub epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// (Peak) learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// L2 weight decay (added to the gradient, as PyTorch's Adam does).
+    #[arg(long, default_value_t = 1e-7)]
+    pub weight_decay: f64,
+    /// Adam epsilon (PyTorch's default).
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_eps: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = Schedule::Constant)]
+    pub schedule: Schedule,
+    /// One-cycle warm-up fraction.
+    #[arg(long, default_value_t = 0.3)]
+    pub warmup: f64,
+    /// Random horizontal flips (left/right keypoints swapped).
+    #[arg(long)]
+    pub flip: bool,
+    /// Random shifts up to this many pixels (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub shift: f32,
+    /// Random rotations up to this many degrees (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub rotate: f32,
+    /// Random scaling by up to this fraction, e.g. 0.05 (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub scale: f32,
+    /// Random brightness change up to this fraction of full scale (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub brightness: f32,
+    /// Random contrast change up to this fraction, e.g. 0.2 (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub contrast: f32,
+    /// Stop after this many epochs without a better validation MSE.
+    #[arg(long)]
+    pub early_stop: Option<usize>,
+    /// Seed for initialisation, split, shuffling, augmentation and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Skip malformed rows (and report how many) instead of failing.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Use only the first N training samples (quick trials).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl TrainArgs {
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
+            train: crate::data::path_string(&crate::data::absolute(&self.train)),
+            val: self
+                .val
+                .as_ref()
+                .map(|v| crate::data::path_string(&crate::data::absolute(v))),
+            val_split: self.val_split,
+            backend: self.backend,
+            epochs: self.epochs,
+            batch: self.batch,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            adam_eps: self.adam_eps,
+            schedule: self.schedule,
+            warmup: self.warmup,
+            augment: AugmentConfig {
+                flip: self.flip,
+                shift: self.shift,
+                rotate: self.rotate,
+                scale: self.scale,
+                brightness: self.brightness,
+                contrast: self.contrast,
+            },
+            early_stop: self.early_stop,
+            seed: self.seed,
+            skip_bad_rows: self.skip_bad_rows,
+            limit: self.limit,
+        }
+    }
+}
+
+/// Loads the data a config names (with the seeded split and the limit).
+pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
+    let opts = LoadOptions {
+        skip_bad_rows: cfg.skip_bad_rows,
+    };
+    let all = crate::data::load_reporting(Path::new(&cfg.train), opts, "training data")?;
+    let (mut train, val) = match &cfg.val {
+        Some(v) => (
+            all,
+            crate::data::load_reporting(Path::new(v), opts, "validation data")?,
+        ),
+        None => {
+            ensure!(
+                all.len() >= 2,
+                "{} has {} rows: too few to split off a validation set",
+                cfg.train,
+                all.len()
+            );
+            all.split(cfg.val_split, cfg.seed)
+        }
+    };
+    if let Some(k) = cfg.limit {
+        ensure!(k >= 1, "--limit must be at least 1");
+        train.samples.truncate(k);
+    }
+    Ok((train, val))
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let cfg = args.config();
+    cfg.check()?;
+    let t0 = Instant::now();
+    let (train_set, val_set) = load_data(&cfg)?;
+    println!(
+        "data: {} training faces ({} complete), {} validation faces, loaded in {:.1} s",
+        train_set.len(),
+        train_set.complete_count(),
+        val_set.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    println!(
+        "recipe: {} epochs, batch {}, Adam lr {:.1e} ({:?}), weight decay {:.0e}, augment {:?}, backend {}, seed {}",
+        cfg.epochs,
+        cfg.batch,
+        cfg.lr,
+        cfg.schedule,
+        cfg.weight_decay,
+        cfg.augment,
+        cfg.backend.name(),
+        cfg.seed
+    );
+    let opts = TrainOptions {
+        resume: args.resume,
+        progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        verbose: true,
+        handle_ctrl_c: true,
+        stop_after_epochs: None,
+    };
+    let out = train(&cfg, &train_set, &val_set, &args.out, &opts)?;
+    let s = &out.state;
+    if let Some(b) = s.history.iter().find(|m| m.epoch == s.best_epoch) {
+        println!(
+            "best: epoch {} val MSE {:.6}, score {:.1}, RMSE {:.3} px; {} epochs in {:.1} min; run dir {}",
+            b.epoch,
+            b.val_mse,
+            b.val_score,
+            b.val_rmse_px,
+            s.epochs_done,
+            s.train_seconds / 60.0,
+            args.out.display()
+        );
+    }
+    if out.interrupted {
+        bail!(
+            "training interrupted after epoch {}; continue with the same command plus --resume",
+            s.epochs_done
+        );
+    }
+    Ok(())
+}
