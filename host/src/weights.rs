@@ -63,8 +63,12 @@ impl FloatWeights {
             .map(|l: &Layer| {
                 let bound = (6.0f32 / l.fan_in() as f32).sqrt();
                 LayerWeights {
-                    weight: (0..l.weight_len()).map(|_| rng.random_range(-bound..bound)).collect(),
-                    bias: (0..l.out_ch).map(|_| rng.random_range(-bias_scale..=bias_scale)).collect(),
+                    weight: (0..l.weight_len())
+                        .map(|_| rng.random_range(-bound..bound))
+                        .collect(),
+                    bias: (0..l.out_ch)
+                        .map(|_| rng.random_range(-bias_scale..=bias_scale))
+                        .collect(),
                 }
             })
             .collect();

@@ -7,6 +7,11 @@ use crate::model::LayerView;
 mod portable;
 pub use portable::Portable;
 
+#[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]
+mod cortex_m;
+#[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]
+pub use cortex_m::CortexMDsp;
+
 /// What an architecture provides. Both functions compute exactly what the
 /// portable reference computes.
 pub trait Kernels {
@@ -21,5 +26,9 @@ pub trait Kernels {
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]);
 }
 
-/// The kernels this build uses.
+/// The kernels this build uses: the DSP kernels on Cortex-M with the DSP
+/// extension (feature `cortex-m-dsp`), the portable reference elsewhere.
+#[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]
+pub type Selected = CortexMDsp;
+#[cfg(not(all(target_arch = "arm", feature = "cortex-m-dsp")))]
 pub type Selected = Portable;

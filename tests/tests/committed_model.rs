@@ -1,0 +1,106 @@
+//! The committed models in `models/`: the `.fmq` the firmware embeds, the
+//! int8 ONNX that carries the same integers, and the float ONNX.
+
+use facemark::data::{Dataset, LoadOptions};
+use facemark::eval::{Predictor, evaluate};
+use facemark::int8::Int8Predictor;
+use facemark::reference::{TractModel, f32s};
+use facemark_core::Model;
+use facemark_core::network::{ARENA_LEN, NETWORK_HASH, OUTPUTS};
+use facemark_tests::test_images;
+use std::path::{Path, PathBuf};
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn fmq() -> Vec<u8> {
+    std::fs::read(models().join("facemark.fmq")).expect("models/facemark.fmq is committed")
+}
+
+#[test]
+fn committed_fmq_parses_for_this_network() {
+    let bytes = fmq();
+    let m = Model::parse(&bytes).unwrap_or_else(|e| panic!("models/facemark.fmq: {e}"));
+    assert_eq!(
+        u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
+        NETWORK_HASH
+    );
+    eprintln!(
+        "models/facemark.fmq: {} bytes, model hash {:08x}",
+        bytes.len(),
+        m.model_hash()
+    );
+}
+
+#[test]
+fn committed_int8_model_matches_tract_on_the_committed_int8_onnx() {
+    let bytes = fmq();
+    let m = Model::parse(&bytes).unwrap();
+    let tract = TractModel::from_path(&models().join("facemark-int8.onnx"), 1).unwrap();
+    let mut arena = Box::new([0i8; ARENA_LEN]);
+    for (name, image) in test_images(42) {
+        let ours = facemark_core::infer(&m, image.as_slice().try_into().unwrap(), &mut arena);
+        let theirs = f32s(&tract.run(&[&image]).unwrap()[0]).unwrap();
+        for c in 0..OUTPUTS {
+            assert_eq!(
+                ours.unit[c].to_bits(),
+                theirs[c].to_bits(),
+                "image {name} output {c}: {} vs tract {}",
+                ours.unit[c],
+                theirs[c]
+            );
+        }
+    }
+}
+
+/// The committed float ONNX run by tract (parity with burn is tested in `float_parity`).
+struct TractFloat(TractModel);
+
+impl Predictor for TractFloat {
+    fn name(&self) -> String {
+        "float models/facemark.onnx (tract)".into()
+    }
+    fn predict(&self, images: &[&[u8]]) -> anyhow::Result<Vec<[f32; OUTPUTS]>> {
+        images
+            .iter()
+            .map(|im| {
+                let v = f32s(&self.0.run(&[im])?[0])?;
+                Ok(v.try_into()
+                    .map_err(|_| anyhow::anyhow!("output is not 30 values"))?)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn int8_keeps_98_percent_of_the_float_score() {
+    let val = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/faces96-val.csv.gz");
+    if !val.exists() {
+        eprintln!(
+            "SKIPPED: {} is absent; the int8-vs-float accuracy check needs the validation data",
+            val.display()
+        );
+        return;
+    }
+    let data = Dataset::load(&val, LoadOptions::default()).unwrap();
+    let float = TractFloat(TractModel::from_path(&models().join("facemark.onnx"), 1).unwrap());
+    let int8 = Int8Predictor::load(&models().join("facemark.fmq")).unwrap();
+    let f = evaluate(&float, &data, false).unwrap();
+    let q = evaluate(&int8, &data, false).unwrap();
+    eprintln!(
+        "validation ({} faces): float score {:.1} (RMSE {:.3} px), int8 score {:.1} (RMSE {:.3} px): {:.2}% of float",
+        data.len(),
+        f.score,
+        f.rmse_px,
+        q.score,
+        q.rmse_px,
+        100.0 * q.score / f.score
+    );
+    assert!(
+        q.score >= 0.98 * f.score,
+        "int8 score {:.1} is below 98% of float {:.1}",
+        q.score,
+        f.score
+    );
+}

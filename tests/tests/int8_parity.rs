@@ -1,0 +1,105 @@
+//! The `shared` int8 kernels against tract running the exported int8 ONNX:
+//! every layer's int8 output must be identical, and the keypoints too.
+
+use facemark::calib::{RangeMethod, calibrate};
+use facemark::onnx::quantized_model;
+use facemark::quantize::QuantModel;
+use facemark::reference::{TractModel, f32s, i8s};
+use facemark::weights::FloatWeights;
+use facemark_core::kernels::Portable;
+use facemark_core::network::{ARENA_LEN, INPUT_LEN, LAYER_COUNT, LAYERS};
+use facemark_core::{Model, infer_with};
+use facemark_tests::{synthetic_face, test_images};
+
+/// Our HWC map in tract's NCHW order.
+fn hwc_to_nchw(layer: usize, v: &[i8]) -> Vec<i8> {
+    let l = &LAYERS[layer];
+    let (side, c) = (l.out_side(), l.out_ch);
+    let mut out = vec![0; v.len()];
+    for y in 0..side {
+        for x in 0..side {
+            for ch in 0..c {
+                out[(ch * side + y) * side + x] = v[(y * side + x) * c + ch];
+            }
+        }
+    }
+    out
+}
+
+fn quantized_random_net(seed: u64) -> QuantModel {
+    let w = FloatWeights::random(seed, 0.05);
+    let calib: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(seed * 100 + i)).collect();
+    let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
+    let act_max = calibrate(&w, &refs, RangeMethod::MinMax, false).unwrap();
+    QuantModel::new(&w, &act_max).unwrap()
+}
+
+#[test]
+fn every_layer_matches_tract_bit_for_bit() {
+    let mut compared = 0usize;
+    for seed in [1u64, 2, 3] {
+        let q = quantized_random_net(seed);
+        let fmq = q.to_fmq();
+        let model = Model::parse(&fmq).unwrap();
+        let tract = TractModel::from_proto(&quantized_model(&q, 1, true).unwrap(), 1).unwrap();
+        let mut arena = Box::new([0i8; ARENA_LEN]);
+        for (name, image) in test_images(seed) {
+            let outs = tract.run(&[&image]).unwrap();
+            let mut ours: Vec<Vec<i8>> = vec![];
+            let image: &[u8; INPUT_LEN] = image.as_slice().try_into().unwrap();
+            let kp =
+                infer_with::<Portable>(&model, image, &mut arena, |i, out| ours.push(out.to_vec()));
+            assert_eq!(ours.len(), LAYER_COUNT - 1);
+            for (i, o) in ours.iter().enumerate() {
+                let theirs = i8s(&outs[i + 1]).unwrap();
+                let mine = if LAYERS[i].is_conv() {
+                    hwc_to_nchw(i, o)
+                } else {
+                    o.clone()
+                };
+                let diff = mine.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+                assert_eq!(
+                    diff,
+                    0,
+                    "seed {seed} image {name} layer {i}: {diff} of {} int8 values differ",
+                    mine.len()
+                );
+                compared += mine.len();
+            }
+            let want = f32s(&outs[0]).unwrap();
+            for (c, (a, b)) in kp.unit.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "seed {seed} image {name} output {c}: {a} vs tract {b}"
+                );
+            }
+        }
+    }
+    eprintln!("compared {compared} int8 values with tract: all identical");
+}
+
+#[test]
+fn random_networks_are_not_degenerate() {
+    // A parity test over all-zero activations would prove nothing: the
+    // calibrated random networks must keep every layer alive on faces.
+    let q = quantized_random_net(1);
+    let fmq = q.to_fmq();
+    let model = Model::parse(&fmq).unwrap();
+    let mut arena = Box::new([0i8; ARENA_LEN]);
+    let image = synthetic_face(7);
+    let mut live = vec![];
+    infer_with::<Portable>(
+        &model,
+        image.as_slice().try_into().unwrap(),
+        &mut arena,
+        |_, out| live.push(out.iter().filter(|&&v| v > -128).count() as f64 / out.len() as f64),
+    );
+    for (i, f) in live.iter().enumerate() {
+        assert!(
+            *f > 0.02,
+            "layer {i}: only {:.1}% of outputs above zero",
+            f * 100.0
+        );
+    }
+}
