@@ -312,3 +312,139 @@ fn run<B: Board>(
     });
     (points, cost)
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use facemark_core::frame::encoded_len;
+    use std::vec;
+    use std::vec::Vec;
+
+    struct Fake(u64);
+    impl Board for Fake {
+        const NAME: &'static str = "fake";
+        const COST_UNIT: &'static str = "ticks";
+        const FIRMWARE_VERSION: &'static str = "0";
+        fn now(&mut self) -> u64 {
+            self.0 += 10;
+            self.0
+        }
+    }
+
+    fn frame<T: serde::Serialize>(msg: &T) -> Vec<u8> {
+        let mut scratch = vec![0u8; 20_000];
+        let mut out = vec![0u8; encoded_len(20_000) + 1];
+        encode(msg, &mut scratch, &mut out).unwrap().to_vec()
+    }
+
+    /// Feeds `bytes`, collects every response.
+    fn feed(server: &mut Server<'_, Fake>, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if let Some(f) = server.push(b) {
+                out.push(f.to_vec());
+            }
+        }
+        out
+    }
+
+    fn decode_response(f: &[u8]) -> Response<'_> {
+        let mut r = FrameReader::<MAX_RESPONSE_FRAME>::new();
+        let mut got = None;
+        for &b in f {
+            if let Some(res) = r.push(b) {
+                got = Some(res.unwrap().to_vec());
+            }
+        }
+        let bytes = std::boxed::Box::leak(got.unwrap().into_boxed_slice());
+        postcard::from_bytes(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_refused_model_is_reported_and_every_inference_refused() {
+        let mut arena = std::boxed::Box::new([0i8; facemark_core::network::ARENA_LEN]);
+        let mut reader = std::boxed::Box::new(RequestReader::new());
+        let bad = [0u8; 100];
+        let mut s = Server::new(Fake(0), &bad, &mut arena, &mut reader);
+        assert!(s.model().is_err());
+        assert!(s.model_error().contains("magic"), "{}", s.model_error());
+        let replies = feed(&mut s, &frame(&Request::Info { id: 3 }));
+        match decode_response(&replies[0]) {
+            Response::Info { id: 3, info } => {
+                assert_eq!(info.model_hash, 0);
+                assert!(info.model_error.unwrap().contains("magic"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let image = [0u8; INPUT_LEN];
+        let replies = feed(
+            &mut s,
+            &frame(&Request::Infer {
+                id: 4,
+                image: &image,
+            }),
+        );
+        assert_eq!(
+            decode_response(&replies[0]),
+            Response::Error {
+                id: 4,
+                kind: ErrorKind::ModelInvalid
+            }
+        );
+        // A wrong size is still a wrong size.
+        let replies = feed(
+            &mut s,
+            &frame(&Request::Infer {
+                id: 5,
+                image: &[1, 2],
+            }),
+        );
+        assert_eq!(
+            decode_response(&replies[0]),
+            Response::Error {
+                id: 5,
+                kind: ErrorKind::WrongImageSize {
+                    got: 2,
+                    expected: INPUT_LEN as u32
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn every_bad_frame_gets_one_error_and_empty_frames_none() {
+        let mut arena = std::boxed::Box::new([0i8; facemark_core::network::ARENA_LEN]);
+        let mut reader = std::boxed::Box::new(RequestReader::new());
+        let mut s = Server::new(Fake(0), &[], &mut arena, &mut reader);
+        assert!(feed(&mut s, &[0, 0, 0]).is_empty());
+        let mut junk = vec![7u8; MAX_REQUEST_FRAME + 10];
+        junk.push(0);
+        junk.extend_from_slice(&[5, 1, 0, 2, 1, 0]);
+        let replies = feed(&mut s, &junk);
+        let kinds: Vec<_> = replies
+            .iter()
+            .map(|f| match decode_response(f) {
+                Response::Error { id: 0, kind } => kind,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ErrorKind::Frame(FrameError::TooLong),
+                ErrorKind::Frame(FrameError::BadEncoding),
+                ErrorKind::Frame(FrameError::TooShort),
+            ]
+        );
+        // A good frame holding something else than a request.
+        let replies = feed(&mut s, &frame(&(9u8, 1u8)));
+        assert_eq!(
+            decode_response(&replies[0]),
+            Response::Error {
+                id: 0,
+                kind: ErrorKind::Undecodable
+            }
+        );
+    }
+}
