@@ -48,7 +48,7 @@ fn every_layer_matches_tract_bit_for_bit() {
             let mut ours: Vec<Vec<i8>> = vec![];
             let image: &[u8; INPUT_LEN] = image.as_slice().try_into().unwrap();
             let kp =
-                infer_with::<Portable>(&model, image, &mut arena, |i, out| ours.push(out.to_vec()));
+                infer_with::<Portable>(&model, image, &mut arena, |_, out| ours.push(out.to_vec()));
             assert_eq!(ours.len(), LAYER_COUNT - 1);
             for (i, o) in ours.iter().enumerate() {
                 let theirs = i8s(&outs[i + 1]).unwrap();
