@@ -14,6 +14,10 @@ enum Command {
     Train(facemark::train::TrainArgs),
     /// Accuracy of a model on a data set (MSE, score, RMSE px, per keypoint).
     Eval(facemark::eval::EvalArgs),
+    /// Write the float ONNX model of a checkpoint.
+    Export(facemark::export::ExportArgs),
+    /// Quantize a checkpoint to int8: the .fmq model file and the int8 ONNX.
+    Quantize(facemark::export::QuantizeArgs),
     /// Benchmarks (training speed against PyTorch).
     Bench(facemark::bench::BenchArgs),
     /// Talk to a board: its info, keypoints for images (serial, TCP or QEMU).
@@ -27,6 +31,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Train(a) => facemark::train::run(&a),
         Command::Eval(a) => facemark::eval::run(&a),
+        Command::Export(a) => facemark::export::run_export(&a),
+        Command::Quantize(a) => facemark::export::run_quantize(&a),
         Command::Bench(a) => facemark::bench::run(&a),
         Command::Board(a) => facemark::board::run(&a),
         Command::Demo(a) => facemark::demo::run(&a),
