@@ -890,10 +890,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         );
     }
     if out.interrupted {
-        bail!(
+        eprintln!(
             "training interrupted after epoch {}; continue with the same command plus --resume",
             s.epochs_done
         );
+        std::process::exit(130);
     }
     Ok(())
 }

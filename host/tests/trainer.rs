@@ -1,0 +1,646 @@
+//! Trainer tests on small synthetic data (seconds, no data files needed).
+
+use std::io::Write;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use facemark::augment::{AugmentConfig, flip_keypoints, flip_sample};
+use facemark::data::{Dataset, ErrorKind, LoadOptions, Sample, header_line, write_csv};
+use facemark::eval::{ErrorSums, Predictor, evaluate};
+use facemark::model::{Backend, Net, load_float_weights};
+use facemark::train::{
+    HostBatch, Schedule, TrainConfig, TrainOptions, epoch_rng, masked_mse, optimizer, train,
+    train_step,
+};
+use facemark_core::network::{FLIP_PAIRS, INPUT_LEN, INPUT_SIDE, LAYERS, OUTPUTS, pixel_to_unit};
+use rand::{Rng, SeedableRng};
+
+/// Faces with a bright dot at each keypoint, so there is something to learn.
+fn synthetic(n: usize, seed: u64) -> Vec<Sample> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let mut image = Box::new([0u8; INPUT_LEN]);
+            for p in image.iter_mut() {
+                *p = rng.random_range(0..60);
+            }
+            let keypoints: [f32; OUTPUTS] =
+                std::array::from_fn(|_| (rng.random_range(20.0f32..76.0) * 4.0).round() / 4.0);
+            for k in 0..OUTPUTS / 2 {
+                let (x, y) = (keypoints[2 * k] as usize, keypoints[2 * k + 1] as usize);
+                image[y * INPUT_SIDE + x] = 255;
+            }
+            Sample { image, keypoints }
+        })
+        .collect()
+}
+
+fn csv_of(samples: &[Sample]) -> String {
+    let mut v = Vec::new();
+    write_csv(&mut v, samples).unwrap();
+    String::from_utf8(v).unwrap()
+}
+
+fn same_keypoints(a: &[f32; OUTPUTS], b: &[f32; OUTPUTS]) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
+}
+
+fn opts() -> LoadOptions {
+    LoadOptions::default()
+}
+
+#[test]
+fn csv_round_trip_with_missing_cells() {
+    let mut s = synthetic(3, 1);
+    s[1].keypoints[4] = f32::NAN;
+    s[1].keypoints[5] = f32::NAN;
+    s[2].keypoints[29] = f32::NAN;
+    let ds = Dataset::from_csv_str(&csv_of(&s), "mem.csv", opts()).unwrap();
+    assert_eq!(ds.len(), 3);
+    assert_eq!(ds.complete_count(), 1);
+    for (a, b) in ds.samples.iter().zip(&s) {
+        assert_eq!(a.image, b.image);
+        assert!(same_keypoints(&a.keypoints, &b.keypoints));
+    }
+    let m = ds.samples[1].mask();
+    assert_eq!(m[4], 0.0);
+    assert_eq!(m[5], 0.0);
+    assert_eq!(m.iter().sum::<f32>(), 28.0);
+}
+
+#[test]
+fn csv_accepts_crlf_and_reordered_columns() {
+    let s = synthetic(1, 2);
+    let text = csv_of(&s);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    // Image first, then the keypoints, CRLF endings.
+    let n = header.len();
+    let reorder = |v: &[&str]| {
+        let mut o = vec![v[n - 1]];
+        o.extend_from_slice(&v[..n - 1]);
+        o.join(",")
+    };
+    let text = format!("{}\r\n{}\r\n", reorder(&header), reorder(&row));
+    let ds = Dataset::from_csv_str(&text, "crlf.csv", opts()).unwrap();
+    assert_eq!(ds.samples[0], s[0]);
+}
+
+/// Replaces one row of a 4-row file and checks the error names line 3.
+fn bad_row(edit: impl Fn(&mut Vec<String>)) -> facemark::data::DataError {
+    let s = synthetic(4, 3);
+    let text = csv_of(&s);
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut cells: Vec<String> = lines[2].split(',').map(String::from).collect();
+    edit(&mut cells);
+    lines[2] = cells.join(",");
+    let text = lines.join("\n") + "\n";
+    let err = Dataset::from_csv_str(&text, "bad.csv", opts()).unwrap_err();
+    assert_eq!(err.file, "bad.csv");
+    assert_eq!(err.line, 3, "{err}");
+    assert!(err.to_string().starts_with("bad.csv:3"), "{err}");
+    // With skip_bad_rows the other three rows load.
+    let ds = Dataset::from_csv_str(
+        &text,
+        "bad.csv",
+        LoadOptions {
+            skip_bad_rows: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(ds.len(), 3);
+    assert_eq!(ds.skipped, 1);
+    assert_eq!(ds.skip_messages.len(), 1);
+    assert_eq!(ds.samples[1], s[2]);
+    err
+}
+
+#[test]
+fn malformed_column_count() {
+    let e = bad_row(|c| {
+        c.remove(3);
+    });
+    assert_eq!(
+        e.kind,
+        ErrorKind::ColumnCount {
+            expected: 31,
+            found: 30
+        }
+    );
+    let e = bad_row(|c| c.push("1".into()));
+    assert_eq!(
+        e.kind,
+        ErrorKind::ColumnCount {
+            expected: 31,
+            found: 32
+        }
+    );
+}
+
+#[test]
+fn malformed_pixel_count() {
+    let e = bad_row(|c| {
+        let img = c.last_mut().unwrap();
+        let cut = img.rfind(' ').unwrap();
+        img.truncate(cut);
+    });
+    assert_eq!(
+        e.kind,
+        ErrorKind::PixelCount {
+            found: INPUT_LEN - 1
+        }
+    );
+    assert_eq!(e.column, Some(("Image".to_string(), 31)));
+    let e = bad_row(|c| c.last_mut().unwrap().push_str(" 7"));
+    assert_eq!(
+        e.kind,
+        ErrorKind::PixelCount {
+            found: INPUT_LEN + 1
+        }
+    );
+}
+
+#[test]
+fn malformed_values_out_of_range() {
+    let e = bad_row(|c| c[2] = "96.5".into());
+    assert!(matches!(e.kind, ErrorKind::OutOfRange { .. }), "{e}");
+    assert_eq!(e.column, Some(("right_eye_center_x".to_string(), 3)));
+    let e = bad_row(|c| c[0] = "-1".into());
+    assert!(matches!(e.kind, ErrorKind::OutOfRange { .. }), "{e}");
+    let e = bad_row(|c| *c.last_mut().unwrap() = c.last().unwrap().replacen(' ', " 256 ", 1));
+    // 256 is out of range (checked before the count).
+    assert!(matches!(e.kind, ErrorKind::OutOfRange { .. }), "{e}");
+    assert!(e.to_string().contains("column 31 (Image)"), "{e}");
+}
+
+#[test]
+fn malformed_unparsable_numbers() {
+    let e = bad_row(|c| c[7] = "12,5x".replace(',', ""));
+    assert_eq!(e.kind, ErrorKind::Unparsable("125x".into()));
+    assert_eq!(e.column, Some(("left_eye_outer_corner_y".to_string(), 8)));
+    let e = bad_row(|c| *c.last_mut().unwrap() = c.last().unwrap().replacen(' ', " 1.5 ", 1));
+    assert_eq!(e.kind, ErrorKind::Unparsable("1.5".into()));
+    let e = bad_row(|c| c[0] = "nan".into());
+    assert!(matches!(e.kind, ErrorKind::OutOfRange { .. }), "{e}");
+}
+
+#[test]
+fn header_errors() {
+    let e = Dataset::from_csv_str("", "empty.csv", opts()).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Empty);
+    let h = header_line().replace("nose_tip_x", "nose_x");
+    let e = Dataset::from_csv_str(&h, "h.csv", opts()).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::MissingColumn("nose_tip_x".into()));
+    assert_eq!(e.line, 1);
+}
+
+#[test]
+fn loads_gz_and_zip_files() {
+    let s = synthetic(5, 4);
+    let text = csv_of(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("a.csv");
+    std::fs::write(&plain, &text).unwrap();
+    let gz = dir.path().join("a.csv.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(text.as_bytes()).unwrap();
+    enc.finish().unwrap();
+    let zp = dir.path().join("training.zip");
+    let mut zw = zip::ZipWriter::new(std::fs::File::create(&zp).unwrap());
+    let o = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zw.start_file("readme.txt", o).unwrap();
+    zw.write_all(b"not it").unwrap();
+    zw.start_file("training.csv", o).unwrap();
+    zw.write_all(text.as_bytes()).unwrap();
+    zw.finish().unwrap();
+    for p in [&plain, &gz, &zp] {
+        let ds = Dataset::load(p, opts()).unwrap();
+        assert_eq!(ds.samples, s, "{}", p.display());
+    }
+    // A bad row inside the zip names the entry and the line.
+    let bad = text.replacen("\n", "\n1,2,3\n", 1);
+    let zp2 = dir.path().join("bad.zip");
+    let mut zw = zip::ZipWriter::new(std::fs::File::create(&zp2).unwrap());
+    zw.start_file("training.csv", o).unwrap();
+    zw.write_all(bad.as_bytes()).unwrap();
+    zw.finish().unwrap();
+    let e = Dataset::load(&zp2, opts()).unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.to_string().contains("bad.zip:training.csv:2"), "{e}");
+    let e = Dataset::load(dir.path().join("missing.csv"), opts()).unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Io(_)));
+}
+
+#[test]
+fn split_is_seeded_and_disjoint() {
+    let ds = Dataset {
+        samples: synthetic(20, 5),
+        source: "s".into(),
+        ..Default::default()
+    };
+    let (a, b) = ds.split(0.25, 9);
+    let (a2, b2) = ds.split(0.25, 9);
+    assert_eq!(a.samples, a2.samples);
+    assert_eq!(b.samples, b2.samples);
+    assert_eq!((a.len(), b.len()), (15, 5));
+    for s in &b.samples {
+        assert!(!a.samples.contains(s));
+    }
+    let (_, b3) = ds.split(0.25, 10);
+    assert_ne!(b.samples, b3.samples);
+}
+
+fn dev() -> Device {
+    Backend::Flex.device()
+}
+
+#[test]
+fn masked_loss_equals_mse_on_complete_rows_and_ignores_missing() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+    let n = 3;
+    let p: Vec<f32> = (0..n * OUTPUTS)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let t: Vec<f32> = (0..n * OUTPUTS)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let plain: f64 = p
+        .iter()
+        .zip(&t)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        / (n * OUTPUTS) as f64;
+    let mk =
+        |v: &Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [n, OUTPUTS]), &dev());
+    let ones = vec![1.0f32; n * OUTPUTS];
+    let got: f32 = masked_mse(mk(&p), mk(&t), mk(&ones), n * OUTPUTS).into_scalar();
+    assert!((got as f64 - plain).abs() < 1e-6, "{got} vs {plain}");
+    // Burn's own MSE agrees.
+    let burn_mse: f32 = (mk(&p) - mk(&t)).square().mean().into_scalar();
+    assert!((got - burn_mse).abs() < 1e-6);
+
+    // Mask out some coordinates: their predictions no longer matter.
+    let mut mask = ones.clone();
+    for i in [0, 7, 31, 89] {
+        mask[i] = 0.0;
+    }
+    let kept = mask.iter().filter(|&&m| m == 1.0).count();
+    let expect: f64 = p
+        .iter()
+        .zip(&t)
+        .zip(&mask)
+        .map(|((a, b), m)| (*m as f64) * ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        / kept as f64;
+    let got: f32 = masked_mse(mk(&p), mk(&t), mk(&mask), kept).into_scalar();
+    assert!((got as f64 - expect).abs() < 1e-6);
+    let mut p2 = p.clone();
+    for i in [0, 7, 31, 89] {
+        p2[i] += 100.0;
+    }
+    let got2: f32 = masked_mse(mk(&p2), mk(&t), mk(&mask), kept).into_scalar();
+    assert_eq!(got, got2);
+
+    // The host batch builds mask and targets from NaN labels.
+    let mut s = synthetic(2, 7);
+    s[0].keypoints[3] = f32::NAN;
+    let refs: Vec<&Sample> = s.iter().collect();
+    let b = HostBatch::build(&refs, &AugmentConfig::default(), &mut epoch_rng(0, 0));
+    assert_eq!(b.labelled, 59);
+    assert_eq!(b.mask[3], 0.0);
+    assert_eq!(b.targets[3], 0.0);
+    assert_eq!(b.targets[4], pixel_to_unit(s[0].keypoints[4]));
+}
+
+#[test]
+fn flip_swaps_exactly_the_pairs_and_twice_is_identity() {
+    let kp: [f32; OUTPUTS] = std::array::from_fn(|i| i as f32 + 1.0);
+    let mut f = kp;
+    flip_keypoints(&mut f);
+    let partner = |k: usize| {
+        FLIP_PAIRS
+            .iter()
+            .find_map(|&(a, b)| {
+                if a == k {
+                    Some(b)
+                } else if b == k {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(k)
+    };
+    for k in 0..OUTPUTS / 2 {
+        let j = partner(k);
+        assert_eq!(f[2 * k], 96.0 - kp[2 * j], "x of keypoint {k}");
+        assert_eq!(f[2 * k + 1], kp[2 * j + 1], "y of keypoint {k}");
+    }
+    // The unpaired ones: nose tip and lip centres stay (mirrored).
+    for k in [10, 13, 14] {
+        assert_eq!(partner(k), k);
+    }
+    assert_eq!(
+        FLIP_PAIRS,
+        [(0, 1), (2, 4), (3, 5), (6, 8), (7, 9), (11, 12)]
+    );
+
+    let s = synthetic(1, 8).remove(0);
+    let mut t = s.clone();
+    flip_sample(&mut t);
+    assert_ne!(t.image, s.image);
+    // Pixel (x, y) moves to (95 - x, y).
+    assert_eq!(t.image[5 * INPUT_SIDE + 90], s.image[5 * INPUT_SIDE + 5]);
+    flip_sample(&mut t);
+    assert_eq!(t.image, s.image);
+    for (a, b) in t.keypoints.iter().zip(&s.keypoints) {
+        assert!((a - b).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn augmentation_moves_keypoints_with_the_image() {
+    // A single bright pixel as the only keypoint content; shift it and check
+    // the warped image's brightest pixel sits at the warped keypoint.
+    let mut s = synthetic(1, 9).remove(0);
+    s.image.fill(0);
+    s.keypoints = [f32::NAN; OUTPUTS];
+    s.keypoints[0] = 40.5;
+    s.keypoints[1] = 30.5;
+    s.image[30 * INPUT_SIDE + 40] = 255;
+    let cfg = AugmentConfig {
+        shift: 5.0,
+        rotate: 10.0,
+        scale: 0.1,
+        ..Default::default()
+    };
+    let mut rng = epoch_rng(3, 0);
+    for _ in 0..5 {
+        let (img, kp) = cfg.apply(&s, &mut rng);
+        let (i, _) = img
+            .iter()
+            .enumerate()
+            .fold((0, 0.0f32), |m, (i, &v)| if v > m.1 { (i, v) } else { m });
+        let (x, y) = ((i % INPUT_SIDE) as f32 + 0.5, (i / INPUT_SIDE) as f32 + 0.5);
+        assert!(
+            (x - kp[0]).abs() <= 1.0 && (y - kp[1]).abs() <= 1.0,
+            "peak at ({x},{y}), keypoint ({},{})",
+            kp[0],
+            kp[1]
+        );
+        assert!(kp[2].is_nan());
+    }
+}
+
+#[test]
+fn checkpoint_and_float_weights_round_trip_exactly() {
+    let d = dev();
+    let net = Net::new(&d, 42);
+    let w = net.to_float_weights();
+    w.check().unwrap();
+    assert_eq!(w.layers.len(), LAYERS.len());
+    assert!(w.layers.iter().all(|l| l.bias.iter().all(|&b| b == 0.0)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.bpk");
+    net.save_checkpoint(&path).unwrap();
+    let back = Net::load_checkpoint(&path, &d).unwrap();
+    assert_eq!(back.to_float_weights(), w);
+    assert_eq!(load_float_weights(&path).unwrap(), w);
+    let again = Net::from_float_weights(&w, &d).unwrap();
+    assert_eq!(again.to_float_weights(), w);
+    // Same outputs, and forward_activations matches the table and forward.
+    let imgs: Vec<Vec<u8>> = synthetic(2, 10)
+        .into_iter()
+        .map(|s| s.image.to_vec())
+        .collect();
+    let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+    assert_eq!(
+        net.predict(&refs, &d).unwrap(),
+        back.predict(&refs, &d).unwrap()
+    );
+    let x = facemark::model::images_to_tensor(&refs, &d).unwrap();
+    let acts = net.forward_activations(x.clone());
+    assert_eq!(acts.len(), LAYERS.len());
+    for (a, l) in acts.iter().zip(&LAYERS) {
+        assert_eq!(a.dims(), [2, l.out_ch, l.out_side(), l.out_side()]);
+    }
+    let last: Vec<f32> = acts
+        .last()
+        .unwrap()
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let out: Vec<f32> = net.forward(x).into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(last, out);
+    // Bad inputs are errors.
+    assert!(Net::load_checkpoint(&dir.path().join("none.bpk"), &d).is_err());
+    std::fs::write(dir.path().join("junk.bpk"), b"junk").unwrap();
+    assert!(Net::load_checkpoint(&dir.path().join("junk.bpk"), &d).is_err());
+    let mut short = w.clone();
+    short.layers[2].weight.pop();
+    assert!(Net::from_float_weights(&short, &d).is_err());
+}
+
+#[test]
+fn a_few_training_steps_reduce_the_loss() {
+    let device = Backend::Flex.autodiff_device();
+    let cfg = TrainConfig::default();
+    let mut net = Net::new(&device, 3);
+    let mut optim = optimizer(&cfg);
+    let s = synthetic(8, 11);
+    let refs: Vec<&Sample> = s.iter().collect();
+    let mut rng = epoch_rng(3, 0);
+    let batch = HostBatch::build(&refs, &AugmentConfig::default(), &mut rng);
+    let mut losses = Vec::new();
+    for _ in 0..12 {
+        let (next, loss) = train_step(net, &mut optim, &batch, 1e-3, &mut rng, &device).unwrap();
+        net = next;
+        losses.push(loss);
+    }
+    let first = losses[0];
+    let tail = losses[9..].iter().sum::<f32>() / 3.0;
+    assert!(tail < 0.5 * first, "losses {losses:?}");
+}
+
+#[test]
+fn resume_reproduces_an_uninterrupted_run() {
+    let s = synthetic(10, 12);
+    let train_set = Dataset {
+        samples: s[..6].to_vec(),
+        source: "train".into(),
+        ..Default::default()
+    };
+    let val_set = Dataset {
+        samples: s[6..].to_vec(),
+        source: "val".into(),
+        ..Default::default()
+    };
+    let cfg = TrainConfig {
+        train: "synthetic".into(),
+        epochs: 3,
+        batch: 4,
+        schedule: Schedule::Onecycle,
+        augment: AugmentConfig {
+            flip: true,
+            shift: 2.0,
+            contrast: 0.1,
+            ..Default::default()
+        },
+        seed: 5,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let full = train(&cfg, &train_set, &val_set, &a, &TrainOptions::default()).unwrap();
+    assert!(!full.interrupted);
+    assert_eq!(full.state.epochs_done, 3);
+    let part = train(
+        &cfg,
+        &train_set,
+        &val_set,
+        &b,
+        &TrainOptions {
+            stop_after_epochs: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(part.interrupted);
+    assert_eq!(part.state.epochs_done, 1);
+    // A fresh start in a used directory is refused.
+    assert!(train(&cfg, &train_set, &val_set, &b, &TrainOptions::default()).is_err());
+    // A different recipe is refused on resume.
+    let other = TrainConfig {
+        lr: 2e-3,
+        ..cfg.clone()
+    };
+    assert!(
+        train(
+            &other,
+            &train_set,
+            &val_set,
+            &b,
+            &TrainOptions {
+                resume: true,
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
+    let rest = train(
+        &cfg,
+        &train_set,
+        &val_set,
+        &b,
+        &TrainOptions {
+            resume: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(rest.state.epochs_done, 3);
+    assert_eq!(rest.net.to_float_weights(), full.net.to_float_weights());
+    let strip = |h: &[facemark::train::EpochMetrics]| {
+        h.iter()
+            .map(|m| (m.epoch, m.train_loss, m.val_mse, m.lr))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&rest.state.history), strip(&full.state.history));
+    for f in [
+        "config.json",
+        "metrics.csv",
+        "best.bpk",
+        "loss.png",
+        "last/model.bpk",
+        "last/optim.bpk",
+        "last/state.json",
+    ] {
+        assert!(b.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(a.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+    assert_eq!(
+        load_float_weights(&a.join("best.bpk")).unwrap(),
+        load_float_weights(&b.join("best.bpk")).unwrap()
+    );
+}
+
+struct Truth(Vec<[f32; OUTPUTS]>, f32);
+
+impl Predictor for Truth {
+    fn name(&self) -> String {
+        "truth".into()
+    }
+    fn predict(&self, images: &[&[u8]]) -> anyhow::Result<Vec<[f32; OUTPUTS]>> {
+        // Look each image up by its first pixels (unique in the synthetic set).
+        Ok(images
+            .iter()
+            .map(|img| self.0[img[0] as usize].map(|v| v + self.1))
+            .collect())
+    }
+}
+
+#[test]
+fn evaluate_measures_known_errors() {
+    let mut s = synthetic(5, 13);
+    for (i, x) in s.iter_mut().enumerate() {
+        x.image[0] = i as u8;
+    }
+    s[2].keypoints[0] = f32::NAN;
+    let truth: Vec<[f32; OUTPUTS]> = s.iter().map(|x| x.keypoints.map(pixel_to_unit)).collect();
+    let ds = Dataset {
+        samples: s,
+        source: "mem".into(),
+        ..Default::default()
+    };
+    let m = evaluate(&Truth(truth.clone(), 0.0), &ds, false).unwrap();
+    assert_eq!(m.mse, 0.0);
+    assert_eq!(m.coordinates, 5 * OUTPUTS - 1);
+    assert_eq!(m.per_keypoint[0].count, 9);
+    let m = evaluate(&Truth(truth, 0.1), &ds, false).unwrap();
+    assert!((m.mse - 0.01).abs() < 1e-6);
+    assert!((m.score - 50.0).abs() < 1e-2);
+    assert!((m.rmse_px - 4.8).abs() < 1e-3);
+    let text = facemark::eval::compare_table(&m, &m);
+    assert!(text.contains("left_eye_center"));
+    let mut sums = ErrorSums::default();
+    sums.add(&[0.0; OUTPUTS], &[48.0; OUTPUTS]);
+    assert_eq!(sums.mse(), 0.0);
+}
+
+#[test]
+fn schedules_have_the_documented_shape() {
+    let c = TrainConfig {
+        schedule: Schedule::Onecycle,
+        lr: 1e-3,
+        warmup: 0.3,
+        ..Default::default()
+    };
+    assert!((c.lr_at(0, 1000) - 1e-3 / 25.0).abs() < 1e-12);
+    assert!((c.lr_at(300, 1000) - 1e-3).abs() < 1e-12);
+    assert!(c.lr_at(999, 1000) < 1e-6);
+    let c = TrainConfig {
+        schedule: Schedule::Cosine,
+        ..c
+    };
+    assert_eq!(c.lr_at(0, 100), 1e-3);
+    assert!((c.lr_at(50, 100) - 5e-4).abs() < 1e-12);
+    let c = TrainConfig {
+        schedule: Schedule::Constant,
+        ..c
+    };
+    assert_eq!(c.lr_at(77, 100), 1e-3);
+}
