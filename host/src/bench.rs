@@ -34,6 +34,8 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// Inference on this machine: the `shared` int8 engine against tract (float and int8 ONNX).
     Host(crate::bench_host::BenchHostArgs),
+    /// The firmware on the emulated board (QEMU -icount): instructions per inference and per MAC, flash and RAM.
+    Board(crate::bench_board::BenchBoardArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -179,6 +181,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
         BenchCommand::Train(a) => run_train(a),
         BenchCommand::Host(a) => crate::bench_host::run(a),
+        BenchCommand::Board(a) => crate::bench_board::run(a),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod bench;
+pub mod bench_board;
 pub mod bench_host;
 pub mod board;
 pub mod calib;

@@ -1,0 +1,479 @@
+//! `facemark bench board`: the firmware on the emulated board (MPS2 AN386 in
+//! `qemu-system-arm -icount shift=0`): instructions per inference, per layer
+//! and per MAC, and the firmware's flash and RAM footprint (from the ELF's
+//! section headers and the stack high-water mark it logs).
+//!
+//! Under `-icount shift=0` QEMU executes one instruction per virtual
+//! nanosecond, so SysTick (25 MHz) counts instructions, 40 per tick, and the
+//! counts repeat exactly. They are instructions, not cycles: a real
+//! Cortex-M4 takes more cycles (loads, multiplies, branches) than it
+//! executes instructions.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use facemark_core::network::{INPUT_LEN, INPUT_SIDE, LAYER_COUNT, LAYERS, MACS};
+use serde::Serialize;
+
+use crate::board::grouped;
+use crate::board::qemu::{Qemu, QemuOptions, firmware_elf};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchBoardArgs {
+    /// Inferences to run (synthetic images; all must cost the same or the
+    /// spread is reported).
+    #[arg(long, default_value_t = 3)]
+    pub images: usize,
+    /// The firmware ELF (default: firmware/'s release build, rebuilt if needed).
+    #[arg(long)]
+    pub elf: Option<PathBuf>,
+    /// The model file whose size is reported as the model's share of flash.
+    #[arg(long, default_value = "models/facemark.fmq")]
+    pub model: PathBuf,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One ELF section's header fields that matter here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Section {
+    pub name: String,
+    pub kind: u32,
+    pub flags: u32,
+    pub addr: u32,
+    pub size: u32,
+}
+
+const SHT_NOBITS: u32 = 8;
+const SHF_WRITE: u32 = 1;
+const SHF_ALLOC: u32 = 2;
+
+impl Section {
+    pub fn alloc(&self) -> bool {
+        self.flags & SHF_ALLOC != 0
+    }
+    /// Occupies bytes in the image (not `.bss`-like).
+    pub fn has_bits(&self) -> bool {
+        self.kind != SHT_NOBITS
+    }
+}
+
+fn u16_at(b: &[u8], off: usize, le: bool) -> Result<u16> {
+    let s: [u8; 2] = b
+        .get(off..off + 2)
+        .and_then(|s| s.try_into().ok())
+        .with_context(|| format!("ELF truncated at {off:#x}"))?;
+    Ok(if le {
+        u16::from_le_bytes(s)
+    } else {
+        u16::from_be_bytes(s)
+    })
+}
+
+fn u32_at(b: &[u8], off: usize, le: bool) -> Result<u32> {
+    let s: [u8; 4] = b
+        .get(off..off + 4)
+        .and_then(|s| s.try_into().ok())
+        .with_context(|| format!("ELF truncated at {off:#x}"))?;
+    Ok(if le {
+        u32::from_le_bytes(s)
+    } else {
+        u32::from_be_bytes(s)
+    })
+}
+
+/// The section headers of an ELF32 file.
+pub fn elf32_sections(b: &[u8]) -> Result<Vec<Section>> {
+    ensure!(b.len() >= 52 && b[..4] == *b"\x7fELF", "not an ELF file");
+    ensure!(b[4] == 1, "not a 32-bit ELF file (class {})", b[4]);
+    let le = match b[5] {
+        1 => true,
+        2 => false,
+        d => bail!("unknown ELF data encoding {d}"),
+    };
+    let shoff = u32_at(b, 0x20, le)? as usize;
+    let shentsize = u16_at(b, 0x2e, le)? as usize;
+    let shnum = u16_at(b, 0x30, le)? as usize;
+    let shstrndx = u16_at(b, 0x32, le)? as usize;
+    ensure!(
+        shnum == 0 || shentsize >= 40,
+        "bad section header size {shentsize}"
+    );
+    ensure!(shstrndx < shnum, "bad section name table index {shstrndx}");
+    let header = |i: usize| -> Result<(u32, u32, u32, u32, u32, u32)> {
+        let h = shoff + i * shentsize;
+        Ok((
+            u32_at(b, h, le)?,        // sh_name
+            u32_at(b, h + 4, le)?,    // sh_type
+            u32_at(b, h + 8, le)?,    // sh_flags
+            u32_at(b, h + 0x0c, le)?, // sh_addr
+            u32_at(b, h + 0x10, le)?, // sh_offset
+            u32_at(b, h + 0x14, le)?, // sh_size
+        ))
+    };
+    let (_, _, _, _, str_off, str_size) = header(shstrndx)?;
+    let strtab = b
+        .get(str_off as usize..(str_off as usize).saturating_add(str_size as usize))
+        .context("section name table outside the file")?;
+    let mut out = Vec::with_capacity(shnum);
+    for i in 0..shnum {
+        let (name, kind, flags, addr, _, size) = header(i)?;
+        let name = strtab
+            .get(name as usize..)
+            .map(|s| {
+                let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
+                String::from_utf8_lossy(&s[..end]).into_owned()
+            })
+            .unwrap_or_default();
+        out.push(Section {
+            name,
+            kind,
+            flags,
+            addr,
+            size,
+        });
+    }
+    Ok(out)
+}
+
+/// Flash and static RAM from the section headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Footprint {
+    /// Allocated sections with contents (`.vector_table`, `.text`,
+    /// `.rodata`, the `.data` load image, ...).
+    pub flash_bytes: u64,
+    /// `.data` + `.bss` + `.uninit` (writable allocated sections).
+    pub static_ram_bytes: u64,
+    /// (name, bytes) of every allocated, non-empty section.
+    pub sections: Vec<(String, u64)>,
+}
+
+/// Sums the sections: flash holds every allocated section with contents
+/// (the `.data` initial values are stored there too); static RAM is
+/// `.data`, `.bss` and `.uninit` (and any other writable allocated section).
+pub fn footprint(sections: &[Section]) -> Footprint {
+    let mut f = Footprint::default();
+    for s in sections.iter().filter(|s| s.alloc()) {
+        let n = s.name.as_str();
+        let ram = s.flags & SHF_WRITE != 0 || matches!(n, ".data" | ".bss" | ".uninit");
+        if s.has_bits() {
+            f.flash_bytes += u64::from(s.size);
+        }
+        if ram {
+            f.static_ram_bytes += u64::from(s.size);
+        }
+        if s.size > 0 {
+            f.sections.push((s.name.clone(), u64::from(s.size)));
+        }
+    }
+    f
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerCost {
+    pub layer: usize,
+    pub instructions: u32,
+    pub macs: usize,
+    pub instructions_per_mac: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BoardReport {
+    pub elf: String,
+    pub board: String,
+    pub firmware_version: String,
+    pub cost_unit: String,
+    pub note: String,
+    pub inferences: usize,
+    /// Every inference's total (they should be equal).
+    pub totals: Vec<u64>,
+    pub instructions_per_inference: u64,
+    pub layers: Vec<LayerCost>,
+    pub macs: usize,
+    pub instructions_per_mac: f64,
+    pub footprint: Footprint,
+    pub model_bytes: Option<u64>,
+    pub stack_high_water_bytes: Option<usize>,
+    pub peak_ram_bytes: Option<u64>,
+}
+
+/// A synthetic input: a diagonal gradient, shifted per image.
+fn gradient(k: usize) -> Box<[u8; INPUT_LEN]> {
+    let mut img = Box::new([0u8; INPUT_LEN]);
+    for y in 0..INPUT_SIDE {
+        for x in 0..INPUT_SIDE {
+            img[y * INPUT_SIDE + x] = ((x + y + 17 * k) * 255 / (2 * INPUT_SIDE)) as u8;
+        }
+    }
+    img
+}
+
+fn kib(b: u64) -> f64 {
+    b as f64 / 1024.0
+}
+
+pub fn run(a: &BenchBoardArgs) -> Result<()> {
+    ensure!(a.images > 0, "--images must be at least 1");
+    let timeout = Duration::try_from_secs_f64(a.timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--timeout must be a positive number of seconds")?;
+    let elf = match &a.elf {
+        Some(e) => e.clone(),
+        None => firmware_elf(true)?,
+    };
+    let bytes = std::fs::read(&elf).with_context(|| format!("cannot read {}", elf.display()))?;
+    let fp =
+        footprint(&elf32_sections(&bytes).with_context(|| format!("reading {}", elf.display()))?);
+    let model_bytes = std::fs::metadata(&a.model).ok().map(|m| m.len());
+
+    let opts = QemuOptions {
+        icount: true,
+        ..QemuOptions::default()
+    };
+    if !a.json {
+        eprintln!("booting {} (qemu -icount shift=0) ...", elf.display());
+    }
+    let (qemu, mut client) = Qemu::boot(&elf, &opts)?;
+    client.timeout = timeout;
+    let info = client.info()?;
+    if let Some(e) = &info.model_error {
+        bail!("the board refused its model: {e}");
+    }
+    let mut totals = Vec::new();
+    let mut first = None;
+    for k in 0..a.images {
+        let inf = client.infer(&gradient(k))?;
+        totals.push(inf.cost.total);
+        first.get_or_insert(inf.cost);
+    }
+    let cost = first.expect("at least one image");
+    let stack = wait_for_stack(&qemu);
+    drop(client);
+    drop(qemu);
+
+    let layers: Vec<LayerCost> = (0..LAYER_COUNT)
+        .map(|i| {
+            let macs = LAYERS[i].macs();
+            LayerCost {
+                layer: i,
+                instructions: cost.layers[i],
+                macs,
+                instructions_per_mac: f64::from(cost.layers[i]) / macs as f64,
+            }
+        })
+        .collect();
+    let report = BoardReport {
+        elf: elf.display().to_string(),
+        board: info.board.clone(),
+        firmware_version: info.firmware_version.clone(),
+        cost_unit: info.cost_unit.clone(),
+        note: "instructions executed, counted by QEMU -icount shift=0 (SysTick at 25 MHz, \
+               40 instructions per tick); not cycles"
+            .into(),
+        inferences: a.images,
+        instructions_per_inference: cost.total,
+        totals,
+        instructions_per_mac: cost.total as f64 / MACS as f64,
+        layers,
+        macs: MACS,
+        peak_ram_bytes: stack.map(|s| fp.static_ram_bytes + s as u64),
+        footprint: fp,
+        model_bytes,
+        stack_high_water_bytes: stack,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report, &a.model);
+    }
+    Ok(())
+}
+
+/// The stack high-water mark from the defmt log; QEMU's stdout is read on
+/// another thread, so give it a moment to arrive.
+fn wait_for_stack(q: &Qemu) -> Option<usize> {
+    for _ in 0..50 {
+        if let Ok(lines) = q.decoded_log()
+            && let Some(s) = crate::board::log::stack_high_water(&lines)
+        {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn print_report(r: &BoardReport, model: &Path) {
+    println!(
+        "board: {} (firmware {}), {}",
+        r.board, r.firmware_version, r.elf
+    );
+    println!("cost unit: {} -- {}", r.cost_unit, r.note);
+    let spread = r.totals.iter().min() != r.totals.iter().max();
+    println!(
+        "inferences: {} ({})",
+        r.inferences,
+        if spread {
+            format!(
+                "totals differ: {}",
+                r.totals
+                    .iter()
+                    .map(|&t| grouped(t))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            "identical totals".into()
+        }
+    );
+    println!();
+    println!(
+        "{:<7} {:>15} {:>14} {:>10}",
+        "layer", "instructions", "MACs", "instr/MAC"
+    );
+    for l in &r.layers {
+        println!(
+            "{:<7} {:>15} {:>14} {:>10.3}",
+            l.layer,
+            grouped(l.instructions.into()),
+            grouped(l.macs as u64),
+            l.instructions_per_mac
+        );
+    }
+    let layer_sum: u64 = r.layers.iter().map(|l| u64::from(l.instructions)).sum();
+    println!(
+        "{:<7} {:>15} {:>14} {:>10.3}",
+        "total",
+        grouped(r.instructions_per_inference),
+        grouped(r.macs as u64),
+        r.instructions_per_mac
+    );
+    if layer_sum != r.instructions_per_inference {
+        println!(
+            "        (layers sum to {}; the rest is outside the layers)",
+            grouped(layer_sum)
+        );
+    }
+    println!();
+    let f = &r.footprint;
+    println!(
+        "flash:       {:>10} bytes ({:>8.1} KiB)",
+        grouped(f.flash_bytes),
+        kib(f.flash_bytes)
+    );
+    if let Some(m) = r.model_bytes {
+        println!(
+            "  of which model {}: {} bytes ({:.1} KiB, {:.1}%)",
+            model.display(),
+            grouped(m),
+            kib(m),
+            100.0 * m as f64 / f.flash_bytes.max(1) as f64
+        );
+    }
+    println!(
+        "static RAM:  {:>10} bytes ({:>8.1} KiB)  (.data + .bss + .uninit)",
+        grouped(f.static_ram_bytes),
+        kib(f.static_ram_bytes)
+    );
+    match (r.stack_high_water_bytes, r.peak_ram_bytes) {
+        (Some(s), Some(p)) => {
+            println!(
+                "stack high-water: {:>5} bytes ({:>8.1} KiB)  (from the defmt log)",
+                grouped(s as u64),
+                kib(s as u64)
+            );
+            println!(
+                "peak RAM:    {:>10} bytes ({:>8.1} KiB)  (static + stack high-water)",
+                grouped(p),
+                kib(p)
+            );
+        }
+        _ => println!("stack high-water: not found in the board's defmt log"),
+    }
+    println!(
+        "sections:    {}",
+        f.sections
+            .iter()
+            .map(|(n, s)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A little-endian ELF32 with sections: null, .text (AX, 0x100),
+    /// .data (WA, 0x10), .bss (WA, NOBITS, 0x40), .shstrtab.
+    fn tiny_elf() -> Vec<u8> {
+        let names = b"\0.text\0.data\0.bss\0.shstrtab\0";
+        let strtab_off = 52usize;
+        let shoff = strtab_off + names.len().next_multiple_of(4);
+        let mut b = vec![0u8; shoff];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 1; // ELFCLASS32
+        b[5] = 1; // little-endian
+        b[0x20..0x24].copy_from_slice(&(shoff as u32).to_le_bytes());
+        b[0x2e..0x30].copy_from_slice(&40u16.to_le_bytes());
+        b[0x30..0x32].copy_from_slice(&5u16.to_le_bytes());
+        b[0x32..0x34].copy_from_slice(&4u16.to_le_bytes());
+        b[strtab_off..strtab_off + names.len()].copy_from_slice(names);
+        let sh = |name: u32, kind: u32, flags: u32, addr: u32, off: u32, size: u32| {
+            let mut h = Vec::new();
+            for v in [name, kind, flags, addr, off, size, 0, 0, 4, 0] {
+                h.extend_from_slice(&v.to_le_bytes());
+            }
+            h
+        };
+        b.extend(sh(0, 0, 0, 0, 0, 0));
+        b.extend(sh(1, 1, 6, 0x400, 0, 0x100));
+        b.extend(sh(7, 1, 3, 0x2000_0000, 0, 0x10));
+        b.extend(sh(13, 8, 3, 0x2000_0010, 0, 0x40));
+        b.extend(sh(18, 3, 0, 0, strtab_off as u32, names.len() as u32));
+        b
+    }
+
+    #[test]
+    fn parses_a_hand_made_elf32() {
+        let s = elf32_sections(&tiny_elf()).unwrap();
+        let names: Vec<_> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["", ".text", ".data", ".bss", ".shstrtab"]);
+        assert_eq!(s[1].size, 0x100);
+        assert_eq!(s[3].addr, 0x2000_0010);
+        let f = footprint(&s);
+        assert_eq!(f.flash_bytes, 0x110);
+        assert_eq!(f.static_ram_bytes, 0x50);
+    }
+
+    #[test]
+    fn rejects_non_elf32() {
+        assert!(elf32_sections(b"not an elf").is_err());
+        let mut e = tiny_elf();
+        e[4] = 2;
+        assert!(elf32_sections(&e).is_err());
+    }
+
+    #[test]
+    fn firmware_elf_sections() {
+        let elf = crate::board::qemu::default_elf();
+        let Ok(bytes) = std::fs::read(&elf) else {
+            eprintln!("skipped: no firmware ELF at {}", elf.display());
+            return;
+        };
+        let s = elf32_sections(&bytes).unwrap();
+        for name in [".vector_table", ".text", ".rodata", ".bss"] {
+            assert!(s.iter().any(|s| s.name == name), "{name} missing");
+        }
+        let f = footprint(&s);
+        let text = s.iter().find(|s| s.name == ".text").unwrap().size;
+        assert!(f.flash_bytes > u64::from(text));
+        assert!(f.static_ram_bytes > 0);
+    }
+}
