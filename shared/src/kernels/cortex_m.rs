@@ -51,13 +51,9 @@ fn smlad(a: u32, b: u32, acc: i32) -> i32 {
 }
 
 #[inline(always)]
-fn word(b: &[i8], at: usize) -> u32 {
-    u32::from_le_bytes([
-        b[at] as u8,
-        b[at + 1] as u8,
-        b[at + 2] as u8,
-        b[at + 3] as u8,
-    ])
+/// Four int8 (a `chunks_exact(4)` item) as one little-endian word.
+fn chunk_word(b: &[i8]) -> u32 {
+    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
 }
 
 /// Largest widened window: 16 pixels x 64 channels as int16 pairs.
@@ -85,8 +81,11 @@ fn conv_row<const CIN: usize>(l: &LayerView<'_>, input: &[i8], py: usize, out: &
                 let dst = &mut win[(r * 4 + c) * chunks * 2..(r * 4 + c + 1) * chunks * 2];
                 if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
                     let at = (iy as usize * side + ix as usize) * CIN;
-                    for (j, d) in dst.chunks_exact_mut(2).enumerate() {
-                        let x = word(input, at + 4 * j);
+                    for (d, x) in dst
+                        .chunks_exact_mut(2)
+                        .zip(input[at..at + CIN].chunks_exact(4))
+                    {
+                        let x = chunk_word(x);
                         d[0] = sxtb16(x);
                         d[1] = sxtb16_ror8(x);
                     }
@@ -169,39 +168,42 @@ impl Kernels for CortexMDsp {
 
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
         let n = l.layer.in_ch;
-        if n % 4 != 0 {
+        if !n.is_multiple_of(4) {
             return Portable::dense(l, input, out);
         }
+        let input = &input[..n];
         // Four outputs per pass share each widened input word.
         let mut c = 0;
         while c + 4 <= out.len() {
-            let (w0, w1, w2, w3) = (
-                l.channel_weights(c),
-                l.channel_weights(c + 1),
-                l.channel_weights(c + 2),
-                l.channel_weights(c + 3),
-            );
             let mut acc = [l.bias(c), l.bias(c + 1), l.bias(c + 2), l.bias(c + 3)];
-            for i in (0..n).step_by(4) {
-                let x = word(input, i);
+            let words = input
+                .chunks_exact(4)
+                .zip(l.channel_weights(c).chunks_exact(4))
+                .zip(l.channel_weights(c + 1).chunks_exact(4))
+                .zip(l.channel_weights(c + 2).chunks_exact(4))
+                .zip(l.channel_weights(c + 3).chunks_exact(4));
+            for ((((x, w0), w1), w2), w3) in words {
+                let x = chunk_word(x);
                 let (xa, xb) = (sxtb16(x), sxtb16_ror8(x));
                 for (a, w) in acc.iter_mut().zip([w0, w1, w2, w3]) {
-                    let wv = word(w, i);
-                    *a = smlad(xb, sxtb16_ror8(wv), smlad(xa, sxtb16(wv), *a));
+                    let w = chunk_word(w);
+                    *a = smlad(xb, sxtb16_ror8(w), smlad(xa, sxtb16(w), *a));
                 }
             }
             out[c..c + 4].copy_from_slice(&acc);
             c += 4;
         }
         for (k, o) in out.iter_mut().enumerate().skip(c) {
-            let w = l.channel_weights(k);
             let mut a = l.bias(k);
-            for i in (0..n).step_by(4) {
-                let (x, wv) = (word(input, i), word(w, i));
+            for (x, w) in input
+                .chunks_exact(4)
+                .zip(l.channel_weights(k).chunks_exact(4))
+            {
+                let (x, w) = (chunk_word(x), chunk_word(w));
                 a = smlad(
                     sxtb16_ror8(x),
-                    sxtb16_ror8(wv),
-                    smlad(sxtb16(x), sxtb16(wv), a),
+                    sxtb16_ror8(w),
+                    smlad(sxtb16(x), sxtb16(w), a),
                 );
             }
             *o = a;

@@ -26,8 +26,43 @@ fn dot(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &w)| x as i32 * w as i32).sum()
 }
 
+/// The one-channel conv (the first layer): 9 weights per output channel, so
+/// the window and the weights live in fixed-size arrays the compiler keeps in
+/// registers, instead of 36 one-element dot products.
+fn single_channel_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]) {
+    let side = l.layer.in_side;
+    let cout = l.layer.out_ch;
+    let pad = l.in_zero_point;
+    for px in 0..side / 2 {
+        let mut win = [0i32; 16];
+        for (k, v) in win.iter_mut().enumerate() {
+            let (iy, ix) = ((2 * py + k / 4) as isize - 1, (2 * px + k % 4) as isize - 1);
+            *v = if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
+                input[iy as usize * side + ix as usize] as i32
+            } else {
+                pad
+            };
+        }
+        for (co, o) in out[px * cout..(px + 1) * cout].iter_mut().enumerate() {
+            let w: [i32; 9] = core::array::from_fn(|t| l.channel_weights(co)[t] as i32);
+            let mut acc = [l.bias(co); 4];
+            for (d, a) in acc.iter_mut().enumerate() {
+                let base = (d / 2) * 4 + d % 2;
+                for (t, &wt) in w.iter().enumerate() {
+                    *a += win[base + (t / 3) * 4 + t % 3] * wt;
+                }
+            }
+            let max = acc[0].max(acc[1]).max(acc[2]).max(acc[3]);
+            *o = to_int8(max, l.multiplier(co), l.out_zero_point, l.out_floor());
+        }
+    }
+}
+
 impl Kernels for Portable {
     fn conv_pool_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]) {
+        if l.layer.in_ch == 1 {
+            return single_channel_row(l, input, py, out);
+        }
         let side = l.layer.in_side;
         let cin = l.layer.in_ch;
         let cout = l.layer.out_ch;
