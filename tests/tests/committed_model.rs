@@ -104,3 +104,37 @@ fn int8_keeps_98_percent_of_the_float_score() {
         f.score
     );
 }
+
+#[test]
+fn int8_keypoints_stay_close_to_float_keypoints() {
+    // The committed model on synthetic faces and edge-case images: int8
+    // against the float ONNX, in pixels of the 96x96 input.
+    const BOUND_PX: f32 = 0.5;
+    let bytes = fmq();
+    let m = Model::parse(&bytes).unwrap();
+    let float = TractModel::from_path(&models().join("facemark.onnx"), 1).unwrap();
+    let mut arena = Box::new([0i8; ARENA_LEN]);
+    let (mut worst, mut sum, mut n) = (0f32, 0f32, 0);
+    for seed in [1u64, 2, 3] {
+        for (name, image) in test_images(seed) {
+            let q = facemark_core::infer(&m, image.as_slice().try_into().unwrap(), &mut arena);
+            let f = f32s(&float.run(&[&image]).unwrap()[0]).unwrap();
+            for c in 0..OUTPUTS {
+                let d = 48.0 * (q.unit[c] - f[c]).abs();
+                assert!(
+                    d <= BOUND_PX,
+                    "seed {seed} image {name} output {c}: int8 {} float {} ({d:.3} px apart)",
+                    q.unit[c],
+                    f[c]
+                );
+                worst = worst.max(d);
+                sum += d;
+                n += 1;
+            }
+        }
+    }
+    eprintln!(
+        "int8 vs float keypoints: max {worst:.3} px, mean {:.3} px over {n} coordinates (bound {BOUND_PX} px)",
+        sum / n as f32
+    );
+}
