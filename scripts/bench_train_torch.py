@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 
 
 def main():
@@ -22,6 +23,7 @@ def main():
     ap.add_argument("--network", required=True, help="layer table as JSON")
     args = ap.parse_args()
 
+    warnings.filterwarnings("ignore")
     try:
         import torch
         from torch import nn

@@ -142,7 +142,7 @@ pub fn coordinate_name(i: usize) -> String {
     format!(
         "{}_{}",
         KEYPOINT_NAMES[i / 2],
-        if i % 2 == 0 { "x" } else { "y" }
+        if i.is_multiple_of(2) { "x" } else { "y" }
     )
 }
 
