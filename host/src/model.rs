@@ -24,7 +24,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use facemark_core::network::{
     DROPOUT2D_BEFORE, DROPOUT2D_P, INPUT_LEN, INPUT_SIDE, LAYERS, Layer, OUTPUTS,
 };
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 use crate::weights::{FloatWeights, LayerWeights};
 
@@ -110,24 +110,10 @@ pub struct Net {
     pub dense: Vec<Linear>,
 }
 
-/// Kaiming-uniform weights (fan-in, gain sqrt(2): bound sqrt(6 / fan_in),
-/// PyTorch's `kaiming_uniform_(nonlinearity="relu")`) and zero biases, from a
-/// seeded ChaCha8 stream in layer order.
+/// The trainer's initialisation: Kaiming-uniform weights, zero biases
+/// ([`FloatWeights::kaiming`]).
 pub fn kaiming_weights(seed: u64) -> FloatWeights {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let layers = LAYERS
-        .iter()
-        .map(|l: &Layer| {
-            let bound = (6.0f32 / l.fan_in() as f32).sqrt();
-            LayerWeights {
-                weight: (0..l.weight_len())
-                    .map(|_| rng.random_range(-bound..bound))
-                    .collect(),
-                bias: vec![0.0; l.out_ch],
-            }
-        })
-        .collect();
-    FloatWeights { layers }
+    FloatWeights::kaiming(seed)
 }
 
 fn conv_from(l: &Layer, w: &LayerWeights, device: &Device) -> Conv2d {

@@ -6,7 +6,10 @@
 //! (every hidden activation follows a ReLU, so its range is [0, max] and its
 //! zero point -128); bias int32 at scale `x_scale * w_scale[c]`; the input
 //! pixel `p` is `p - 128` at scale 1/255. Requantization factors are the f32
-//! `(w_scale[c] * x_scale) / y_scale`, computed in that order as tract does.
+//! `(w_scale[c] * x_scale) * (1 / y_scale)`, computed in f32 in that order, as
+//! tract does (it turns the division by the constant `y_scale` into a
+//! multiplication by its reciprocal; a plain division differs by an ulp now
+//! and then, and so by one step on rare near-ties).
 
 use crate::weights::FloatWeights;
 use anyhow::{Result, bail, ensure};
@@ -142,7 +145,10 @@ impl QuantModel {
                 (
                     ys,
                     -128,
-                    weight_scales.iter().map(|&s| (s * x_scale) / ys).collect(),
+                    weight_scales
+                        .iter()
+                        .map(|&s| (s * x_scale) * (1.0 / ys))
+                        .collect(),
                 )
             };
             let multipliers = factors

@@ -54,9 +54,10 @@ impl FloatWeights {
         Ok(())
     }
 
-    /// Kaiming-uniform weights (fan-in, gain sqrt(2)) and small random biases:
-    /// realistic random networks for the parity tests.
-    pub fn random(seed: u64, bias_scale: f32) -> Self {
+    /// Kaiming-uniform weights (fan-in, gain sqrt(2): bound sqrt(6 / fan_in),
+    /// PyTorch's `kaiming_uniform_(nonlinearity="relu")`) and zero biases,
+    /// from a seeded ChaCha8 stream in layer order: the trainer's initialisation.
+    pub fn kaiming(seed: u64) -> Self {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let layers = LAYERS
             .iter()
@@ -66,13 +67,22 @@ impl FloatWeights {
                     weight: (0..l.weight_len())
                         .map(|_| rng.random_range(-bound..bound))
                         .collect(),
-                    bias: (0..l.out_ch)
-                        .map(|_| rng.random_range(-bias_scale..=bias_scale))
-                        .collect(),
+                    bias: vec![0.0; l.out_ch],
                 }
             })
             .collect();
         Self { layers }
+    }
+
+    /// [`FloatWeights::kaiming`] weights with uniform random biases in
+    /// `[-bias_scale, bias_scale]`: realistic random networks for the parity tests.
+    pub fn random(seed: u64, bias_scale: f32) -> Self {
+        let mut w = Self::kaiming(seed);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xb1a5_b1a5);
+        for b in w.layers.iter_mut().flat_map(|l| l.bias.iter_mut()) {
+            *b = rng.random_range(-bias_scale..=bias_scale);
+        }
+        w
     }
 
     /// Conv weight at (out, in, ky, kx).

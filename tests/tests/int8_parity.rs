@@ -58,6 +58,17 @@ fn every_layer_matches_tract_bit_for_bit() {
                     o.clone()
                 };
                 let diff = mine.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+                for (k, (a, b)) in mine
+                    .iter()
+                    .zip(&theirs)
+                    .enumerate()
+                    .filter(|(_, (a, b))| a != b)
+                    .take(3)
+                {
+                    eprintln!(
+                        "seed {seed} image {name} layer {i} index {k} (NCHW): ours {a} tract {b}"
+                    );
+                }
                 assert_eq!(
                     diff,
                     0,
