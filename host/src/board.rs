@@ -358,17 +358,25 @@ impl Client {
         self.send(&Request::Info { id })?;
         match self.recv_for(id)? {
             Reply::Info { info, .. } => Ok(info),
-            Reply::Error { kind, .. } => Err(BoardError::Refused {
+            other => Err(self.not_the_answer(id, "Info", other)),
+        }
+    }
+
+    /// The error for a reply to request `id` that is not the `expected` kind:
+    /// the board's refusal, or a reply of the wrong kind.
+    fn not_the_answer(&self, id: u32, expected: &'static str, reply: Reply) -> BoardError {
+        match reply {
+            Reply::Error { kind, .. } => BoardError::Refused {
                 link: self.link.clone(),
                 id,
                 kind: ErrorKindText(kind),
-            }),
-            other => Err(BoardError::Unexpected {
+            },
+            other => BoardError::Unexpected {
                 link: self.link.clone(),
                 id,
-                expected: "Info",
+                expected,
                 got: Box::new(other),
-            }),
+            },
         }
     }
 
@@ -378,17 +386,7 @@ impl Client {
         self.send(&Request::Infer { id, image })?;
         match self.recv_for(id)? {
             Reply::Keypoints { inference, .. } => Ok(inference),
-            Reply::Error { kind, .. } => Err(BoardError::Refused {
-                link: self.link.clone(),
-                id,
-                kind: ErrorKindText(kind),
-            }),
-            other => Err(BoardError::Unexpected {
-                link: self.link.clone(),
-                id,
-                expected: "Keypoints",
-                got: Box::new(other),
-            }),
+            other => Err(self.not_the_answer(id, "Keypoints", other)),
         }
     }
 }
