@@ -8,8 +8,8 @@
 //!   GP0/GP1, logs through `defmt-rtt`, cost in core cycles.
 //!
 //! Both run the same loop, [`facemark_serve::Server`], over the embedded
-//! model file. Nothing here allocates; the arena and the frame buffer are
-//! statics.
+//! model file. Nothing here allocates; the arena, which also receives the
+//! request frames, is a static.
 #![no_std]
 #![no_main]
 
@@ -25,19 +25,11 @@ mod board;
 
 use facemark_core::Arena;
 use facemark_core::network::ARENA_LEN;
-use facemark_serve::{Event, RequestReader, Server};
+use facemark_serve::{Event, Server};
 
-/// The activation arena (46 KiB) and the request frame buffer (9.3 KiB):
-/// statics, so that the stack stays small.
-struct Buffers {
-    arena: Arena,
-    reader: RequestReader,
-}
-
-static mut BUFFERS: Buffers = Buffers {
-    arena: [0; ARENA_LEN],
-    reader: RequestReader::new(),
-};
+/// The activation arena (36.75 KiB), also the request frame buffer: a
+/// static, so that the stack stays small.
+static mut ARENA: Arena = [0; ARENA_LEN];
 
 /// Runs once, from the board's entry point, after the clock is set up.
 fn run<B, L>(board: B, link: &mut L) -> !
@@ -46,10 +38,10 @@ where
     L: facemark_serve::Link<Error = core::convert::Infallible>,
 {
     // SAFETY: `run` is called once, from the entry point, and never returns:
-    // this is the only reference to BUFFERS ever made.
-    let bufs = unsafe { &mut *core::ptr::addr_of_mut!(BUFFERS) };
+    // this is the only reference to ARENA ever made.
+    let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     let model_file = facemark_serve::embedded_model();
-    let mut server = Server::new(board, model_file, &mut bufs.arena, &mut bufs.reader);
+    let mut server = Server::new(board, model_file, arena);
     match server.model() {
         Ok(m) => defmt::info!(
             "{} {}: model ok, {=usize} bytes, hash {=u32:08x}",

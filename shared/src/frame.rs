@@ -101,11 +101,77 @@ pub fn encode<'o, T: Serialize>(
     Ok(&out[..len + 1])
 }
 
-/// Collects bytes into frames of at most `N` encoded bytes.
-pub struct FrameReader<const N: usize> {
-    buf: [u8; N],
+/// Collects bytes into frames in a buffer the caller lends on every byte,
+/// so the buffer can serve other purposes between frames (a board receives
+/// into its activation arena). Frames longer than the buffer are refused.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FrameAssembler {
     len: usize,
     overflow: bool,
+}
+
+impl FrameAssembler {
+    pub const fn new() -> Self {
+        Self {
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    /// Feeds one byte into `buf` (the same buffer for every byte of a
+    /// frame). At a delimiter, returns the checked message bytes (CRC
+    /// removed) or why the frame was bad; empty frames are ignored.
+    pub fn push<'b>(
+        &mut self,
+        buf: &'b mut [u8],
+        byte: u8,
+    ) -> Option<Result<&'b [u8], FrameError>> {
+        if byte != 0 {
+            match buf.get_mut(self.len) {
+                Some(slot) => {
+                    *slot = byte;
+                    self.len += 1;
+                }
+                None => self.overflow = true,
+            }
+            return None;
+        }
+        let (len, overflow) = (self.len, self.overflow);
+        *self = Self::new();
+        if overflow {
+            return Some(Err(FrameError::TooLong));
+        }
+        if len == 0 {
+            return None;
+        }
+        let len = len.min(buf.len());
+        Some(check(&mut buf[..len]))
+    }
+}
+
+/// Decodes a frame in place and checks its CRC.
+fn check(frame: &mut [u8]) -> Result<&[u8], FrameError> {
+    let n = cobs_decode_in_place(frame)?;
+    if n < 4 {
+        return Err(FrameError::TooShort);
+    }
+    let body = n - 4;
+    let stored = u32::from_le_bytes([
+        frame[body],
+        frame[body + 1],
+        frame[body + 2],
+        frame[body + 3],
+    ]);
+    if crc32(&frame[..body]) != stored {
+        return Err(FrameError::BadChecksum);
+    }
+    Ok(&frame[..body])
+}
+
+/// Collects bytes into frames of at most `N` encoded bytes, in its own buffer.
+pub struct FrameReader<const N: usize> {
+    buf: [u8; N],
+    state: FrameAssembler,
 }
 
 impl<const N: usize> Default for FrameReader<N> {
@@ -118,51 +184,14 @@ impl<const N: usize> FrameReader<N> {
     pub const fn new() -> Self {
         Self {
             buf: [0; N],
-            len: 0,
-            overflow: false,
+            state: FrameAssembler::new(),
         }
     }
 
     /// Feeds one byte. At a delimiter, returns the checked message bytes
     /// (CRC removed) or why the frame was bad; empty frames are ignored.
     pub fn push(&mut self, byte: u8) -> Option<Result<&[u8], FrameError>> {
-        if byte != 0 {
-            if self.len < N {
-                self.buf[self.len] = byte;
-                self.len += 1;
-            } else {
-                self.overflow = true;
-            }
-            return None;
-        }
-        let (len, overflow) = (self.len, self.overflow);
-        self.len = 0;
-        self.overflow = false;
-        if overflow {
-            return Some(Err(FrameError::TooLong));
-        }
-        if len == 0 {
-            return None;
-        }
-        Some(Self::check(&mut self.buf[..len]))
-    }
-
-    fn check(frame: &mut [u8]) -> Result<&[u8], FrameError> {
-        let n = cobs_decode_in_place(frame)?;
-        if n < 4 {
-            return Err(FrameError::TooShort);
-        }
-        let body = n - 4;
-        let stored = u32::from_le_bytes([
-            frame[body],
-            frame[body + 1],
-            frame[body + 2],
-            frame[body + 3],
-        ]);
-        if crc32(&frame[..body]) != stored {
-            return Err(FrameError::BadChecksum);
-        }
-        Ok(&frame[..body])
+        self.state.push(&mut self.buf, byte)
     }
 }
 

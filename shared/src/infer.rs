@@ -43,12 +43,51 @@ pub fn infer_with<K: Kernels>(
     model: &Model<'_>,
     image: &[u8; INPUT_LEN],
     arena: &mut Arena,
+    on_layer: impl FnMut(usize, &[i8]),
+) -> Keypoints {
+    for (a, &p) in arena[INPUT_OFFSET..].iter_mut().zip(image.iter()) {
+        *a = to_input(p);
+    }
+    run_layers::<K>(model, arena, on_layer)
+}
+
+/// Runs the network on an image that already lies in the arena, at byte
+/// `image_at` (a board receives its request frame there, so it needs no
+/// frame buffer besides the arena). `None` if the image does not fit.
+pub fn infer_in_arena<K: Kernels>(
+    model: &Model<'_>,
+    arena: &mut Arena,
+    image_at: usize,
+    on_layer: impl FnMut(usize, &[i8]),
+) -> Option<Keypoints> {
+    let end = image_at
+        .checked_add(INPUT_LEN)
+        .filter(|&e| e <= ARENA_LEN)?;
+    arena.copy_within(image_at..end, INPUT_OFFSET);
+    for a in arena[INPUT_OFFSET..].iter_mut() {
+        *a = to_input(*a as u8);
+    }
+    Some(run_layers::<K>(model, arena, on_layer))
+}
+
+/// The arena as bytes, to receive a frame into while no inference runs.
+pub fn arena_bytes(arena: &mut Arena) -> &mut [u8; ARENA_LEN] {
+    // SAFETY: i8 and u8 have the same size, alignment and validity (every
+    // bit pattern); the borrow is carried over unchanged.
+    unsafe { &mut *(arena as *mut Arena).cast::<[u8; ARENA_LEN]>() }
+}
+
+/// A pixel p is the int8 p - 128 (scale 1/255, zero point -128).
+#[inline(always)]
+fn to_input(p: u8) -> i8 {
+    (p ^ 0x80) as i8
+}
+
+fn run_layers<K: Kernels>(
+    model: &Model<'_>,
+    arena: &mut Arena,
     mut on_layer: impl FnMut(usize, &[i8]),
 ) -> Keypoints {
-    // A pixel p is the int8 p - 128 (scale 1/255, zero point -128).
-    for (a, &p) in arena[INPUT_OFFSET..].iter_mut().zip(image.iter()) {
-        *a = (p ^ 0x80) as i8;
-    }
     for i in 0..LAYER_COUNT - 1 {
         let lv = model.layer(i);
         let p = PLACEMENTS[i];
@@ -74,9 +113,8 @@ pub fn infer_with<K: Kernels>(
 fn run_conv<K: Kernels>(lv: &LayerView<'_>, arena: &mut Arena, p: Placement) {
     let l = lv.layer;
     let (in_len, out_len) = (l.in_len(), l.out_len());
-    let out_row = l.out_side() * l.out_ch;
-    let disjoint = p.out_off >= p.in_off + in_len || p.out_off + out_len <= p.in_off;
-    if disjoint {
+    let (in_row, out_row) = (l.in_side * l.in_ch, l.out_side() * l.out_ch);
+    if !p.overlaps(&l) {
         let (input, out): (&[i8], &mut [i8]) = if p.out_off > p.in_off {
             let (a, b) = arena.split_at_mut(p.out_off);
             (&a[p.in_off..p.in_off + in_len], &mut b[..out_len])
@@ -85,16 +123,25 @@ fn run_conv<K: Kernels>(lv: &LayerView<'_>, arena: &mut Arena, p: Placement) {
             (&b[..in_len], &mut a[p.out_off..p.out_off + out_len])
         };
         for (py, row) in out.chunks_exact_mut(out_row).enumerate() {
-            K::conv_pool_row(lv, input, py, row);
+            K::conv_pool_row(lv, input, 0, py, row);
+        }
+    } else if p.out_off < p.in_off {
+        // The output overlaps the input's head: rows top-down, each one
+        // written only over input rows no later row reads (see `network`).
+        for py in 0..l.out_side() {
+            let row_off = p.out_off + py * out_row;
+            let first_row = (2 * py).saturating_sub(1);
+            let (a, b) = arena.split_at_mut(p.in_off + first_row * in_row);
+            let rows = &b[..in_len - first_row * in_row];
+            K::conv_pool_row(lv, rows, first_row, py, &mut a[row_off..row_off + out_row]);
         }
     } else {
-        // The output overlaps the input's tail: rows bottom-up, each one
-        // written only over input rows no later row reads (see `network`).
+        // The output overlaps the input's tail: rows bottom-up.
         for py in (0..l.out_side()).rev() {
             let row_off = p.out_off + py * out_row;
             let (a, b) = arena.split_at_mut(row_off);
             let avail = (row_off - p.in_off).min(in_len);
-            K::conv_pool_row(lv, &a[p.in_off..p.in_off + avail], py, &mut b[..out_row]);
+            K::conv_pool_row(lv, &a[p.in_off..p.in_off + avail], 0, py, &mut b[..out_row]);
         }
     }
 }

@@ -20,5 +20,5 @@ pub mod overlay;
 pub mod protocol;
 pub mod requant;
 
-pub use infer::{Arena, Keypoints, infer, infer_with};
+pub use infer::{Arena, Keypoints, arena_bytes, infer, infer_in_arena, infer_with};
 pub use model::{Model, ModelError};

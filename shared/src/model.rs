@@ -168,7 +168,10 @@ fn u16_at(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
 }
 fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+    // One bounds check and (on Cortex-M4 and up) one unaligned load.
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[o..o + 4]);
+    u32::from_le_bytes(w)
 }
 fn i32_at(b: &[u8], o: usize) -> i32 {
     u32_at(b, o) as i32
@@ -211,6 +214,28 @@ impl<'a> LayerView<'a> {
         let n = self.layer.fan_in();
         &self.weights[c * n..(c + 1) * n]
     }
+    /// Every output channel's weights, bias and multiplier, in order
+    /// (no per-channel bounds checks in a kernel's channel loop).
+    #[inline]
+    pub fn channels(&self) -> impl Iterator<Item = Channel<'a>> + use<'a> {
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(b);
+            i32::from_le_bytes(w)
+        };
+        self.weights
+            .chunks_exact(self.layer.fan_in())
+            .zip(self.bias.chunks_exact(4))
+            .zip(self.mult.chunks_exact(4).zip(self.shift.chunks_exact(4)))
+            .map(move |((weights, b), (m, s))| Channel {
+                weights,
+                bias: word(b),
+                multiplier: Multiplier {
+                    mult: word(m),
+                    shift: word(s),
+                },
+            })
+    }
     /// The lowest int8 output: real 0 after a ReLU, else -128.
     #[inline]
     pub fn out_floor(&self) -> i32 {
@@ -220,6 +245,16 @@ impl<'a> LayerView<'a> {
             -128
         }
     }
+}
+
+/// One output channel of a layer.
+#[derive(Clone, Copy, Debug)]
+pub struct Channel<'a> {
+    /// `fan_in` weights.
+    pub weights: &'a [i8],
+    /// Folded bias.
+    pub bias: i32,
+    pub multiplier: Multiplier,
 }
 
 /// A checked model file. Construct with [`Model::parse`]; its accessors do not

@@ -101,9 +101,61 @@ pub fn requantize(acc: i32, m: Multiplier) -> i32 {
 
 /// Requantize, add the output zero point and saturate to int8. `floor` is
 /// -128, or the zero point for a ReLU output (real 0).
-#[inline]
+///
+/// Equal to [`to_int8_reference`] for every input (property-tested); it
+/// takes a short path that only resolves results up to the int8 range, which
+/// is most of the cost of a layer's epilogue on a Cortex-M.
+#[inline(always)]
 pub fn to_int8(acc: i32, m: Multiplier, zero_point: i32, floor: i32) -> i8 {
+    if acc <= 0 && floor == zero_point {
+        // A ReLU output of a non-positive sum: real 0.
+        return floor.clamp(-128, 127) as i8;
+    }
+    match requantize_to_256(acc, m) {
+        Some(r) if (-128..=127).contains(&zero_point) => (r + zero_point).clamp(floor, 127) as i8,
+        _ => to_int8_reference(acc, m, zero_point, floor),
+    }
+}
+
+/// [`to_int8`] through [`requantize`]: the definition.
+#[inline(never)]
+pub fn to_int8_reference(acc: i32, m: Multiplier, zero_point: i32, floor: i32) -> i8 {
     (requantize(acc, m) + zero_point).clamp(floor, 127) as i8
+}
+
+/// `requantize(acc, m)` when its magnitude is below 256; +-256 when it is
+/// 256 or more (any zero point in int8 then saturates alike). `None` when
+/// it cannot tell cheaply: use [`requantize`].
+///
+/// It rounds the exact product `|acc| * M` half up, in 32-bit steps. That
+/// equals the rule (round to f32, then half to even) unless the product lies
+/// within the f32 rounding error of a tie: below 256 the product has at most
+/// 32 significant bits, so rounding it to 24 moves it by less than 2^-16 of
+/// an output step. Products that close to a tie (about 1 in 30000) and
+/// |acc| >= 2^24 take the exact path.
+#[inline(always)]
+fn requantize_to_256(acc: i32, m: Multiplier) -> Option<i32> {
+    let a = acc.unsigned_abs();
+    if a >= 1 << 24 || !(2..=31).contains(&m.shift) {
+        return None;
+    }
+    let s = m.shift as u32;
+    // |acc| * M = X * 2^-(31 + s), X = |acc| * mult = hi * 2^32 + lo.
+    let x = a as u64 * m.mult as u32 as u64;
+    let (hi, lo) = ((x >> 32) as u32, x as u32);
+    // Adding one half (2^(30 + s)) touches only `hi`, since s >= 2.
+    let up = hi + (1 << (s - 2));
+    let mag = up >> (s - 1);
+    if mag >= 256 {
+        return Some(if acc < 0 { -256 } else { 256 });
+    }
+    // What rounding cut off (the sum's remainder mod 2^(31 + s)), scaled to
+    // 31 bits: 0 and 2^31 are the tie. Stay 2^15 (2^-16 of a step) clear.
+    let rest = ((up << (33 - s)) >> 1) | (lo >> s);
+    if rest.wrapping_sub(1 << 15) >= (1 << 31) - (1 << 16) {
+        return None;
+    }
+    Some(if acc < 0 { -(mag as i32) } else { mag as i32 })
 }
 
 #[cfg(test)]
@@ -143,6 +195,33 @@ mod tests {
             let m = Multiplier::from_f32(scale).unwrap();
             let exact = reference_exact(acc, scale).clamp(-(1 << 24), 1 << 24);
             prop_assert!((requantize(acc, m) as i64 - exact).abs() <= 1);
+        }
+
+        #[test]
+        fn to_int8_is_its_definition(
+            acc in prop_oneof![any::<i32>(), -(1i32 << 25)..(1i32 << 25), -4096i32..4096],
+            scale in scale_strategy(),
+            zp in prop_oneof![-128i32..=127, any::<i32>()],
+            relu in any::<bool>(),
+        ) {
+            let m = Multiplier::from_f32(scale).unwrap();
+            let floor = if relu { zp.clamp(-128, 127) } else { -128 };
+            prop_assert_eq!(to_int8(acc, m, zp, floor), to_int8_reference(acc, m, zp, floor));
+        }
+
+        #[test]
+        fn to_int8_near_ties(k in 0i32..300, num in 1u32..1 << 20, den in 1u32..1 << 20, zp in -128i32..=127) {
+            // acc * M close to k + 1/2 with M = den-ish ratios: where the two
+            // roundings (to f32, then to an integer) interact.
+            let scale = (num as f32 / den as f32).clamp(1e-6, 100.0);
+            let m = Multiplier::from_f32(scale).unwrap();
+            let acc = ((k as f64 + 0.5) / scale as f64).round() as i64;
+            for d in -2i64..=2 {
+                let a = (acc + d).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+                for a in [a, -a] {
+                    prop_assert_eq!(to_int8(a, m, zp, -128), to_int8_reference(a, m, zp, -128));
+                }
+            }
         }
 
         #[test]
@@ -187,6 +266,53 @@ mod tests {
             [1, 3, 5, -1, -3].map(|a| requantize(a, half)),
             [0, 2, 2, 0, -2]
         );
+    }
+
+    #[test]
+    fn to_int8_sweeps_whole_ranges() {
+        // Every accumulator whose result reaches just past int8, for scales
+        // with dense and sparse mantissas: all ties are in there.
+        for scale in [
+            3.1e-4f32,
+            1.0 / 3.0,
+            0.007_812_5,
+            0.012_345_679,
+            0.1,
+            0.999_999_9,
+            2.5e-3,
+            6.4e-4,
+        ] {
+            let m = Multiplier::from_f32(scale).unwrap();
+            let reach = (300.0 / scale) as i32;
+            for acc in -reach..=reach {
+                for (zp, floor) in [(-128, -128), (5, -128), (127, -128)] {
+                    assert_eq!(
+                        to_int8(acc, m, zp, floor),
+                        to_int8_reference(acc, m, zp, floor),
+                        "acc {acc} scale {scale} zp {zp}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_short_path_decides_almost_everything() {
+        // Otherwise the sweeps above would only test the exact path. (Not
+        // round numbers: 2^-7 or 0.1 put a tie, or nearly one, at every
+        // 64th or 5th sum, and those rightly take the exact path.)
+        for scale in [3.1e-4f32, 0.007_812_7, 0.012_345_679, 0.103_7, 0.213_9] {
+            let m = Multiplier::from_f32(scale).unwrap();
+            let reach = (300.0 / scale) as i32;
+            let undecided = (-reach..=reach)
+                .filter(|&a| requantize_to_256(a, m).is_none())
+                .count();
+            assert!(
+                undecided * 10_000 < 2 * reach as usize,
+                "scale {scale}: {undecided} of {} undecided",
+                2 * reach + 1
+            );
+        }
     }
 
     #[test]

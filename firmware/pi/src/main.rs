@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use facemark_core::network::ARENA_LEN;
-use facemark_serve::{Board, Event, Link, RequestReader, Server};
+use facemark_serve::{Board, Event, Link, Server};
 
 const USAGE: &str =
     "usage: facemark-pi [--stdio] [--device PATH [--baud N] [--no-stty]] [--model FILE] [--quiet]
@@ -162,12 +162,11 @@ fn run() -> Result<(), String> {
         None => facemark_serve::embedded_model(),
     };
     let mut arena = Box::new([0i8; ARENA_LEN]);
-    let mut reader = Box::new(RequestReader::new());
     let pi = Pi {
         start: Instant::now(),
         quiet: o.quiet,
     };
-    let mut server = Server::new(pi, model_file, &mut arena, &mut reader);
+    let mut server = Server::new(pi, model_file, &mut arena);
     if !o.quiet {
         match server.model() {
             Ok(m) => eprintln!(

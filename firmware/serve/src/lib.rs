@@ -15,22 +15,27 @@
 //! | `Infer` with a 96x96 image | `Keypoints { id, points, cost }` |
 //!
 //! Empty frames (two delimiters in a row) are ignored. No heap: the caller
-//! hands in the arena and the frame buffer (statics on a microcontroller).
+//! hands in the activation arena (a static on a microcontroller), and
+//! request frames are received into the arena too: a frame is only being
+//! received while no inference runs, so one buffer does both jobs.
 #![no_std]
 
 use core::fmt::Write as _;
 
-use facemark_core::frame::{FrameError, FrameReader, encode};
+use facemark_core::frame::{FrameAssembler, FrameError, encode};
 use facemark_core::kernels::Selected;
-use facemark_core::network::{INPUT_LEN, INPUT_SIDE, KEYPOINTS, LAYER_COUNT, NETWORK_HASH};
+use facemark_core::network::{
+    INPUT_LEN, INPUT_SIDE, KEYPOINTS, LAYER_COUNT, NETWORK_HASH, OUTPUTS,
+};
 use facemark_core::protocol::{
     BoardInfo, Cost, ErrorKind, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_RESPONSE_LEN,
     PROTOCOL_VERSION, Request, Response,
 };
-use facemark_core::{Arena, Model, ModelError, infer_with};
+use facemark_core::network::ARENA_LEN;
+use facemark_core::{Arena, Keypoints, Model, ModelError, arena_bytes, infer_in_arena};
 
-/// The frame reader a board needs (9.3 KiB: make it a static on a microcontroller).
-pub type RequestReader = FrameReader<MAX_REQUEST_FRAME>;
+// A request frame is received into the arena.
+const _: () = assert!(MAX_REQUEST_FRAME <= ARENA_LEN);
 
 /// Room for a model error's text in `Info`.
 pub const MODEL_ERROR_LEN: usize = 160;
@@ -100,13 +105,13 @@ pub trait Board {
 }
 
 /// The request handler: the checked model (or why it was refused), the arena
-/// and the frame reader.
+/// (which also receives the request frames) and the frame state.
 pub struct Server<'a, B: Board> {
     board: B,
     model: Result<Model<'a>, ModelError>,
     model_error: heapless::String<MODEL_ERROR_LEN>,
     arena: &'a mut Arena,
-    reader: &'a mut RequestReader,
+    frames: FrameAssembler,
     scratch: [u8; MAX_RESPONSE_LEN + 4],
     out: [u8; MAX_RESPONSE_FRAME],
 }
@@ -127,24 +132,18 @@ impl<const N: usize> core::fmt::Write for Truncating<'_, N> {
 
 impl<'a, B: Board> Server<'a, B> {
     /// Checks `model_file` (never panics) and prepares to serve.
-    pub fn new(
-        board: B,
-        model_file: &'a [u8],
-        arena: &'a mut Arena,
-        reader: &'a mut RequestReader,
-    ) -> Self {
+    pub fn new(board: B, model_file: &'a [u8], arena: &'a mut Arena) -> Self {
         let model = Model::parse(model_file);
         let mut model_error = heapless::String::new();
         if let Err(e) = &model {
             let _ = write!(Truncating(&mut model_error), "{e}");
         }
-        *reader = RequestReader::new();
         Self {
             board,
             model,
             model_error,
             arena,
-            reader,
+            frames: FrameAssembler::new(),
             scratch: [0; MAX_RESPONSE_LEN + 4],
             out: [0; MAX_RESPONSE_FRAME],
         }
@@ -190,70 +189,73 @@ impl<'a, B: Board> Server<'a, B> {
             model,
             model_error,
             arena,
-            reader,
+            frames,
             scratch,
             out,
         } = self;
-        let got = reader.push(byte)?;
-        let response = match got {
+        let bytes = arena_bytes(arena);
+        let base = bytes.as_ptr() as usize;
+        let got = frames.push(&mut bytes[..MAX_REQUEST_FRAME], byte)?;
+        let request = match got {
             Err(e) => {
                 board.event(Event::BadFrame(e));
-                Response::Error {
-                    id: 0,
-                    kind: ErrorKind::Frame(e),
-                }
+                Err(ErrorKind::Frame(e))
             }
             Ok(bytes) => match decode(bytes) {
                 None => {
                     board.event(Event::Undecodable { len: bytes.len() });
+                    Err(ErrorKind::Undecodable)
+                }
+                // The image stays where it arrived; only its place is kept.
+                Some(Request::Infer { id, image }) => Ok(Job::Infer {
+                    id,
+                    image_at: image.as_ptr() as usize - base,
+                    len: image.len(),
+                }),
+                Some(Request::Info { id }) => Ok(Job::Info { id }),
+            },
+        };
+        let response = match request {
+            Err(kind) => Response::Error { id: 0, kind },
+            Ok(Job::Info { id }) => {
+                board.event(Event::Info { id });
+                Response::Info {
+                    id,
+                    info: BoardInfo {
+                        protocol: PROTOCOL_VERSION,
+                        firmware_version: B::FIRMWARE_VERSION,
+                        board: B::NAME,
+                        model_hash: model.as_ref().map_or(0, |m| m.model_hash()),
+                        network_hash: NETWORK_HASH,
+                        input_side: INPUT_SIDE as u16,
+                        cost_unit: B::COST_UNIT,
+                        model_error: model.as_ref().err().map(|_| model_error.as_str()),
+                    },
+                }
+            }
+            Ok(Job::Infer { id, len, .. }) if len != INPUT_LEN => {
+                board.event(Event::WrongImageSize { id, got: len });
+                Response::Error {
+                    id,
+                    kind: ErrorKind::WrongImageSize {
+                        got: u32::try_from(len).unwrap_or(u32::MAX),
+                        expected: INPUT_LEN as u32,
+                    },
+                }
+            }
+            Ok(Job::Infer { id, image_at, .. }) => match model.as_ref() {
+                Err(_) => {
+                    board.event(Event::ModelInvalid { id });
                     Response::Error {
-                        id: 0,
-                        kind: ErrorKind::Undecodable,
-                    }
-                }
-                Some(Request::Info { id }) => {
-                    board.event(Event::Info { id });
-                    Response::Info {
                         id,
-                        info: BoardInfo {
-                            protocol: PROTOCOL_VERSION,
-                            firmware_version: B::FIRMWARE_VERSION,
-                            board: B::NAME,
-                            model_hash: model.as_ref().map_or(0, |m| m.model_hash()),
-                            network_hash: NETWORK_HASH,
-                            input_side: INPUT_SIDE as u16,
-                            cost_unit: B::COST_UNIT,
-                            model_error: model.as_ref().err().map(|_| model_error.as_str()),
-                        },
+                        kind: ErrorKind::ModelInvalid,
                     }
                 }
-                Some(Request::Infer { id, image }) => match (model.as_ref(), image.try_into()) {
-                    (_, Err(_)) => {
-                        board.event(Event::WrongImageSize {
-                            id,
-                            got: image.len(),
-                        });
-                        Response::Error {
-                            id,
-                            kind: ErrorKind::WrongImageSize {
-                                got: u32::try_from(image.len()).unwrap_or(u32::MAX),
-                                expected: INPUT_LEN as u32,
-                            },
-                        }
-                    }
-                    (Err(_), Ok(_)) => {
-                        board.event(Event::ModelInvalid { id });
-                        Response::Error {
-                            id,
-                            kind: ErrorKind::ModelInvalid,
-                        }
-                    }
-                    (Ok(m), Ok(image)) => {
-                        let (points, cost) = run(board, m, image, arena);
-                        board.event(Event::Inferred { id, cost: &cost });
-                        Response::Keypoints { id, points, cost }
-                    }
-                },
+                Ok(m) => {
+                    let (points, cost) = run(board, m, arena, image_at);
+                    board.event(Event::Inferred { id, cost: &cost });
+                    Response::Keypoints { id, points, cost }
+                }
             },
         };
         // Every response fits its buffers (facemark-core tests the largest);
@@ -273,6 +275,12 @@ impl<'a, B: Board> Server<'a, B> {
     }
 }
 
+/// A decoded request, its image (if any) left in the arena.
+enum Job {
+    Info { id: u32 },
+    Infer { id: u32, image_at: usize, len: usize },
+}
+
 /// A request, if `bytes` is exactly one (trailing bytes refuse it).
 fn decode(bytes: &[u8]) -> Option<Request<'_>> {
     match postcard::take_from_bytes::<Request<'_>>(bytes) {
@@ -285,16 +293,18 @@ fn decode(bytes: &[u8]) -> Option<Request<'_>> {
 fn run<B: Board>(
     board: &mut B,
     model: &Model<'_>,
-    image: &[u8; INPUT_LEN],
     arena: &mut Arena,
+    image_at: usize,
 ) -> ([[f32; 2]; KEYPOINTS], Cost) {
     let mut marks = [0u64; LAYER_COUNT];
     let start = board.now();
-    let kp = infer_with::<Selected>(model, image, arena, |i, _| {
+    // The image lies inside the frame, which lies inside the arena.
+    let kp = infer_in_arena::<Selected>(model, arena, image_at, |i, _| {
         if let Some(m) = marks.get_mut(i) {
             *m = board.now();
         }
-    });
+    })
+    .unwrap_or(Keypoints { unit: [0.0; OUTPUTS] });
     let end = board.now();
     marks[LAYER_COUNT - 1] = end;
     let mut cost = Cost {
@@ -350,7 +360,7 @@ mod tests {
     }
 
     fn decode_response(f: &[u8]) -> Response<'_> {
-        let mut r = FrameReader::<MAX_RESPONSE_FRAME>::new();
+        let mut r = facemark_core::frame::FrameReader::<MAX_RESPONSE_FRAME>::new();
         let mut got = None;
         for &b in f {
             if let Some(res) = r.push(b) {
@@ -364,9 +374,8 @@ mod tests {
     #[test]
     fn a_refused_model_is_reported_and_every_inference_refused() {
         let mut arena = std::boxed::Box::new([0i8; facemark_core::network::ARENA_LEN]);
-        let mut reader = std::boxed::Box::new(RequestReader::new());
         let bad = [0u8; 100];
-        let mut s = Server::new(Fake(0), &bad, &mut arena, &mut reader);
+        let mut s = Server::new(Fake(0), &bad, &mut arena);
         assert!(s.model().is_err());
         assert!(s.model_error().contains("magic"), "{}", s.model_error());
         let replies = feed(&mut s, &frame(&Request::Info { id: 3 }));
@@ -415,8 +424,7 @@ mod tests {
     #[test]
     fn every_bad_frame_gets_one_error_and_empty_frames_none() {
         let mut arena = std::boxed::Box::new([0i8; facemark_core::network::ARENA_LEN]);
-        let mut reader = std::boxed::Box::new(RequestReader::new());
-        let mut s = Server::new(Fake(0), &[], &mut arena, &mut reader);
+        let mut s = Server::new(Fake(0), &[], &mut arena);
         assert!(feed(&mut s, &[0, 0, 0]).is_empty());
         let mut junk = vec![7u8; MAX_REQUEST_FRAME + 10];
         junk.push(0);

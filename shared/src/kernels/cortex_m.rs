@@ -11,6 +11,7 @@
 
 use super::{Kernels, Portable};
 use crate::model::LayerView;
+use crate::network::LAYERS;
 use crate::requant::to_int8;
 use core::arch::asm;
 
@@ -56,31 +57,88 @@ fn chunk_word(b: &[i8]) -> u32 {
     u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
 }
 
-/// Largest widened window: 16 pixels x 64 channels as int16 pairs.
-const MAX_WINDOW_WORDS: usize = 16 * 64 / 2;
+/// One step of the conv inner loop: 4 input channels (one weight word,
+/// widened to pairs `wa` = channels (0, 2) and `w` = (1, 3)) against the 8
+/// positions of two neighbouring pool windows: 32 multiply-accumulates in
+/// 27 instructions. Window words are read relative to `p` (at pool window
+/// B's first position), `px` bytes apart per pixel, `row` per window row;
+/// the second word of each window pair lands in r7 (the frame pointer,
+/// which Rust does not hand out): the asm saves and restores it to find the
+/// 14 registers this needs.
+macro_rules! conv_step {
+    () => {
+        concat!(
+            "ldr {w}, [{pw}], #4\n",
+            "sxtb16 {wa}, {w}\n",
+            "sxtb16 {w}, {w}, ror #8\n",
+            "ldrd {x0}, r7, [{p}, #-{px2}]\n",
+            "smlad {a0}, {x0}, {wa}, {a0}\n",
+            "smlad {a0}, r7, {w}, {a0}\n",
+            "ldrd {x0}, r7, [{p}, #-{px1}]\n",
+            "smlad {a1}, {x0}, {wa}, {a1}\n",
+            "smlad {a1}, r7, {w}, {a1}\n",
+            "ldrd {x0}, r7, [{p}, #{row_m2}]\n",
+            "smlad {a2}, {x0}, {wa}, {a2}\n",
+            "smlad {a2}, r7, {w}, {a2}\n",
+            "ldrd {x0}, r7, [{p}, #{row_m1}]\n",
+            "smlad {a3}, {x0}, {wa}, {a3}\n",
+            "smlad {a3}, r7, {w}, {a3}\n",
+            "ldrd {x0}, r7, [{p}, #{px1}]\n",
+            "smlad {b1}, {x0}, {wa}, {b1}\n",
+            "smlad {b1}, r7, {w}, {b1}\n",
+            "ldrd {x0}, r7, [{p}, #{row}]\n",
+            "smlad {b2}, {x0}, {wa}, {b2}\n",
+            "smlad {b2}, r7, {w}, {b2}\n",
+            "ldrd {x0}, r7, [{p}, #{row_p1}]\n",
+            "smlad {b3}, {x0}, {wa}, {b3}\n",
+            "smlad {b3}, r7, {w}, {b3}\n",
+            "ldrd {x0}, r7, [{p}], #8\n",
+            "smlad {b0}, {x0}, {wa}, {b0}\n",
+            "smlad {b0}, r7, {w}, {b0}\n",
+        )
+    };
+}
 
-/// Conv row for `CIN` input channels (a multiple of 4).
+/// Window pixels across: two pool windows side by side.
+const WINDOW_COLS: usize = 6;
+/// Largest widened window: 4 x 6 pixels x 64 channels as int16 pairs.
+const MAX_WINDOW_WORDS: usize = 4 * WINDOW_COLS * 64 / 2;
+
+/// Conv row for `CIN` input channels (a multiple of 4), two pool outputs
+/// at a time.
 ///
-/// The 4x4 input window under a pool output is widened into `win` as
-/// `[pixel][chunk of 4 channels][A, B]`, A = channels (0, 2), B = (1, 3) of the
-/// chunk: the same pairing SXTB16 gives the weights, so SMLAD(A, wA) +
-/// SMLAD(B, wB) is the 4-channel dot product.
-fn conv_row<const CIN: usize>(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]) {
+/// The 4x6 input window under two neighbouring pool outputs is widened into
+/// `win` as `[row][pixel][chunk of 4 channels][A, B]`, A = channels (0, 2),
+/// B = (1, 3) of the chunk: the same pairing SXTB16 gives the weights, so
+/// SMLAD(A, wA) + SMLAD(B, wB) is the 4-channel dot product. Each weight
+/// word is loaded and widened once for 8 positions; the 8 accumulators stay
+/// in registers through all 9 * CIN weights (fully unrolled, no branches).
+fn conv_row<const CIN: usize>(
+    l: &LayerView<'_>,
+    input: &[i8],
+    first_row: usize,
+    py: usize,
+    out: &mut [i8],
+) {
     let side = l.layer.in_side;
     let cout = l.layer.out_ch;
     let chunks = CIN / 4;
+    let pix_words = chunks * 2;
+    if side % 4 != 0 || 4 * WINDOW_COLS * pix_words > MAX_WINDOW_WORDS {
+        return Portable::conv_pool_row(l, input, first_row, py, out);
+    }
     let pad = l.in_zero_point as u8 as u32 * 0x0101_0101;
     let (pad_a, pad_b) = (sxtb16(pad), sxtb16_ror8(pad));
     let mut win = [0u32; MAX_WINDOW_WORDS];
-    let win = &mut win[..16 * chunks * 2];
-    for px in 0..side / 2 {
-        for r in 0..4 {
+    let win = &mut win[..4 * WINDOW_COLS * pix_words];
+    let (zp, floor) = (l.out_zero_point, l.out_floor());
+    for px in (0..side / 2).step_by(2) {
+        for (r, row) in win.chunks_exact_mut(WINDOW_COLS * pix_words).enumerate() {
             let iy = (2 * py + r) as isize - 1;
-            for c in 0..4 {
+            for (c, dst) in row.chunks_exact_mut(pix_words).enumerate() {
                 let ix = (2 * px + c) as isize - 1;
-                let dst = &mut win[(r * 4 + c) * chunks * 2..(r * 4 + c + 1) * chunks * 2];
                 if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
-                    let at = (iy as usize * side + ix as usize) * CIN;
+                    let at = ((iy as usize - first_row) * side + ix as usize) * CIN;
                     for (d, x) in dst
                         .chunks_exact_mut(2)
                         .zip(input[at..at + CIN].chunks_exact(4))
@@ -97,72 +155,153 @@ fn conv_row<const CIN: usize>(l: &LayerView<'_>, input: &[i8], py: usize, out: &
                 }
             }
         }
-        for co in 0..cout {
-            let w = l.channel_weights(co);
-            let bias = l.bias(co);
-            let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
-            for ky in 0..3 {
-                // Taps (ky, 0..3) are 3 consecutive pixels of the window and
-                // 3 * CIN consecutive weights: one loop of 3 * chunks steps.
-                let wk = &w[ky * 3 * CIN..(ky + 1) * 3 * CIN];
-                let p = &win[ky * 4 * chunks * 2..];
-                // Positions (0,1), (1,0), (1,1) are 1, 4 and 5 pixels on.
-                assert!(p.len() >= (5 + 3) * chunks * 2 && wk.len() == 3 * CIN);
-                // SAFETY: the loop reads 3 * CIN weight bytes from `wk` and,
-                // per step j < 3 * chunks, 8 bytes at word offsets 2j, 2j + 2
-                // chunks, 2j + 8 chunks and 2j + 10 chunks of `p`, all inside
-                // the slices (checked above). Registers only otherwise.
-                unsafe {
-                    asm!(
-                        "2:",
-                        "ldr {w}, [{pw}], #4",
-                        "sxtb16 {wa}, {w}",
-                        "sxtb16 {w}, {w}, ror #8",
-                        "ldrd {x0}, {x1}, [{p}, #{s01}]",
-                        "smlad {a1}, {x0}, {wa}, {a1}",
-                        "smlad {a1}, {x1}, {w}, {a1}",
-                        "ldrd {x0}, {x1}, [{p}, #{s10}]",
-                        "smlad {a2}, {x0}, {wa}, {a2}",
-                        "smlad {a2}, {x1}, {w}, {a2}",
-                        "ldrd {x0}, {x1}, [{p}, #{s11}]",
-                        "smlad {a3}, {x0}, {wa}, {a3}",
-                        "smlad {a3}, {x1}, {w}, {a3}",
-                        "ldrd {x0}, {x1}, [{p}], #8",
-                        "smlad {a0}, {x0}, {wa}, {a0}",
-                        "smlad {a0}, {x1}, {w}, {a0}",
-                        "subs {n}, {n}, #1",
-                        "bne 2b",
-                        w = out(reg) _,
-                        wa = out(reg) _,
-                        x0 = out(reg) _,
-                        x1 = out(reg) _,
-                        pw = inout(reg) wk.as_ptr() => _,
-                        p = inout(reg) p.as_ptr() => _,
-                        n = inout(reg) 3 * chunks => _,
-                        a0 = inout(reg) a0,
-                        a1 = inout(reg) a1,
-                        a2 = inout(reg) a2,
-                        a3 = inout(reg) a3,
-                        s01 = const 8 * (CIN / 4),
-                        s10 = const 8 * 4 * (CIN / 4),
-                        s11 = const 8 * 5 * (CIN / 4),
-                        options(nostack, readonly),
-                    );
+        // `p` starts at row 0, pixel 2 (window B's first position).
+        let start = &win[2 * pix_words..];
+        assert!(start.len() == (4 * WINDOW_COLS - 2) * pix_words);
+        let (out_a, out_b) = out[px * cout..(px + 2) * cout].split_at_mut(cout);
+        for ((ch, oa), ob) in l.channels().zip(out_a).zip(out_b) {
+            let w = ch.weights;
+            assert!(w.len() == 9 * CIN);
+            let b = ch.bias;
+            let (mut a0, mut a1, mut a2, mut a3) = (b, b, b, b);
+            let (mut b0, mut b1, mut b2, mut b3) = (b, b, b, b);
+            // SAFETY: reads all 9 * CIN bytes of `w` (checked above), one
+            // word per step. Window reads, in pixels from `start` (2 into
+            // the window): kernel row ky steps over pixels 6 ky .. 6 ky + 3
+            // and reads from 2 before to 7 after, so from pixel 0 to pixel
+            // 12 + 2 + 3 + 7 = 24 = 4 * WINDOW_COLS of the window: inside
+            // `win` (length checked above). r7 is saved on the stack and
+            // restored. Registers only otherwise.
+            unsafe {
+                asm!(
+                    "push {{r7}}",
+                    ".rept {steps}", conv_step!(), ".endr",
+                    "add {p}, {p}, #{skip}",
+                    ".rept {steps}", conv_step!(), ".endr",
+                    "add {p}, {p}, #{skip}",
+                    ".rept {steps}", conv_step!(), ".endr",
+                    "pop {{r7}}",
+                    w = out(reg) _,
+                    wa = out(reg) _,
+                    x0 = out(reg) _,
+                    pw = inout(reg) w.as_ptr() => _,
+                    p = inout(reg) start.as_ptr() => _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    a2 = inout(reg) a2,
+                    a3 = inout(reg) a3,
+                    b0 = inout(reg) b0,
+                    b1 = inout(reg) b1,
+                    b2 = inout(reg) b2,
+                    b3 = inout(reg) b3,
+                    steps = const 3 * (CIN / 4),
+                    // Back over the 3 pixels a kernel row walked, on a row.
+                    skip = const 2 * CIN * (WINDOW_COLS - 3),
+                    px1 = const 2 * CIN,
+                    px2 = const 2 * 2 * CIN,
+                    row = const 2 * CIN * WINDOW_COLS,
+                    row_m2 = const 2 * CIN * (WINDOW_COLS - 2),
+                    row_m1 = const 2 * CIN * (WINDOW_COLS - 1),
+                    row_p1 = const 2 * CIN * (WINDOW_COLS + 1),
+                    options(readonly),
+                );
+            }
+            *oa = to_int8(a0.max(a1).max(a2).max(a3), ch.multiplier, zp, floor);
+            *ob = to_int8(b0.max(b1).max(b2).max(b3), ch.multiplier, zp, floor);
+        }
+    }
+}
+
+/// Output channels of the one-channel conv (sizes its widened weights).
+const SINGLE_CH_OUT: usize = LAYERS[0].out_ch;
+
+/// Two int16 halves `(lo, hi)` in one word, as SMLAD reads them.
+#[inline(always)]
+fn pair(lo: i32, hi: i32) -> u32 {
+    (lo as u16 as u32) | ((hi as u16 as u32) << 16)
+}
+
+/// The one-channel conv (the first layer) as a small matrix product: per
+/// pool output, each of the 4 positions' 9 taps is packed as 5 int16 pairs
+/// `(t0,t1) (t2,t3) (t4,t5) (t6,t7) (t8,0)`, and each output channel's 9
+/// weights alike (once per row), so a position costs 5 SMLADs and the
+/// weights stay in registers across the 4 positions.
+fn single_channel_row(
+    l: &LayerView<'_>,
+    input: &[i8],
+    first_row: usize,
+    py: usize,
+    out: &mut [i8],
+) {
+    let side = l.layer.in_side;
+    let cout = l.layer.out_ch;
+    if cout > SINGLE_CH_OUT {
+        return Portable::conv_pool_row(l, input, first_row, py, out);
+    }
+    let mut wide = [[0u32; 5]; SINGLE_CH_OUT];
+    for (co, wc) in wide.iter_mut().enumerate().take(cout) {
+        let w = l.channel_weights(co);
+        let t = |k: usize| w.get(k).map_or(0, |&v| v as i32);
+        *wc = core::array::from_fn(|j| pair(t(2 * j), t(2 * j + 1)));
+    }
+    let pad = l.in_zero_point;
+    let rows_in = input.len() / side;
+    for px in 0..side / 2 {
+        // The 4x4 window, padding filled with the zero point.
+        let mut win = [[pad; 4]; 4];
+        let x0 = 2 * px as isize - 1;
+        for (r, wr) in win.iter_mut().enumerate() {
+            let iy = (2 * py + r) as isize - 1;
+            let row = iy - first_row as isize;
+            if iy < 0 || iy >= side as isize || row < 0 || row as usize >= rows_in {
+                continue;
+            }
+            let line = &input[row as usize * side..(row as usize + 1) * side];
+            for (c, v) in wr.iter_mut().enumerate() {
+                if let Some(&x) = line.get((x0 + c as isize) as usize) {
+                    *v = x as i32;
                 }
             }
-            let max = a0.max(a1).max(a2).max(a3);
-            out[px * cout + co] = to_int8(max, l.multiplier(co), l.out_zero_point, l.out_floor());
+        }
+        // Taps of position (dy, dx), packed in pairs.
+        let taps: [[u32; 5]; 4] = core::array::from_fn(|pos| {
+            let (dy, dx) = (pos / 2, pos % 2);
+            let t = |k: usize| {
+                if k < 9 {
+                    win[dy + k / 3][dx + k % 3]
+                } else {
+                    0
+                }
+            };
+            core::array::from_fn(|j| pair(t(2 * j), t(2 * j + 1)))
+        });
+        let (zp, floor) = (l.out_zero_point, l.out_floor());
+        for ((o, wc), ch) in out[px * cout..(px + 1) * cout]
+            .iter_mut()
+            .zip(wide.iter())
+            .zip(l.channels())
+        {
+            let mut max = i32::MIN;
+            for tp in &taps {
+                let mut acc = ch.bias;
+                for (&x, &w) in tp.iter().zip(wc.iter()) {
+                    acc = smlad(x, w, acc);
+                }
+                max = max.max(acc);
+            }
+            *o = to_int8(max, ch.multiplier, zp, floor);
         }
     }
 }
 
 impl Kernels for CortexMDsp {
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]) {
+    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
         match l.layer.in_ch {
-            16 => conv_row::<16>(l, input, py, out),
-            32 => conv_row::<32>(l, input, py, out),
-            64 => conv_row::<64>(l, input, py, out),
-            _ => Portable::conv_pool_row(l, input, py, out),
+            16 => conv_row::<16>(l, input, first_row, py, out),
+            32 => conv_row::<32>(l, input, first_row, py, out),
+            64 => conv_row::<64>(l, input, first_row, py, out),
+            1 => single_channel_row(l, input, first_row, py, out),
+            _ => Portable::conv_pool_row(l, input, first_row, py, out),
         }
     }
 

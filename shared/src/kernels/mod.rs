@@ -18,9 +18,11 @@ pub trait Kernels {
     /// Pooled output row `py` of a fused conv3x3(pad 1) + bias + requantize +
     /// ReLU + maxpool2x2 layer, written as `out[px * out_ch + co]`.
     ///
-    /// `input` is the layer's HWC input map; it may end early, but holds at
-    /// least every input row up to `2 * py + 2` (or the last row).
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]);
+    /// `input` holds the layer's HWC input rows from `first_row` on (the
+    /// rows above may already be overwritten by earlier output rows), with
+    /// `first_row <= max(2 * py - 1, 0)`; it may end early, but holds every
+    /// row up to `2 * py + 2` (or the last row).
+    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]);
 
     /// Dense accumulators: `out[c] = bias(c) + sum_i input[i] * w[c][i]`.
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]);

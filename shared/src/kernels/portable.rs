@@ -29,7 +29,13 @@ fn dot(a: &[i8], b: &[i8]) -> i32 {
 /// The one-channel conv (the first layer): 9 weights per output channel, so
 /// the window and the weights live in fixed-size arrays the compiler keeps in
 /// registers, instead of 36 one-element dot products.
-fn single_channel_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]) {
+pub(super) fn single_channel_row(
+    l: &LayerView<'_>,
+    input: &[i8],
+    first_row: usize,
+    py: usize,
+    out: &mut [i8],
+) {
     let side = l.layer.in_side;
     let cout = l.layer.out_ch;
     let pad = l.in_zero_point;
@@ -38,7 +44,7 @@ fn single_channel_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]
         for (k, v) in win.iter_mut().enumerate() {
             let (iy, ix) = ((2 * py + k / 4) as isize - 1, (2 * px + k % 4) as isize - 1);
             *v = if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
-                input[iy as usize * side + ix as usize] as i32
+                input[(iy as usize - first_row) * side + ix as usize] as i32
             } else {
                 pad
             };
@@ -59,9 +65,9 @@ fn single_channel_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]
 }
 
 impl Kernels for Portable {
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], py: usize, out: &mut [i8]) {
+    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
         if l.layer.in_ch == 1 {
-            return single_channel_row(l, input, py, out);
+            return single_channel_row(l, input, first_row, py, out);
         }
         let side = l.layer.in_side;
         let cin = l.layer.in_ch;
@@ -78,7 +84,7 @@ impl Kernels for Portable {
                     let ix = (2 * px + c) as isize - 1;
                     let dst = &mut patch[(r * 4 + c) * cin..(r * 4 + c + 1) * cin];
                     if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
-                        let at = (iy as usize * side + ix as usize) * cin;
+                        let at = ((iy as usize - first_row) * side + ix as usize) * cin;
                         dst.copy_from_slice(&input[at..at + cin]);
                     } else {
                         dst.fill(pad);
