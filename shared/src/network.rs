@@ -259,7 +259,7 @@ const fn layer_arena(i: usize) -> usize {
     if !l.is_conv() {
         return disjoint;
     }
-    let overlapped = if i % 2 == 0 {
+    let overlapped = if i.is_multiple_of(2) {
         l.in_len() + top_down_gap(&l)
     } else {
         l.out_len() + bottom_up_gap(&l)
@@ -298,7 +298,7 @@ const fn placements() -> [Placement; LAYER_COUNT] {
     let mut i = 0;
     while i < LAYER_COUNT {
         let l = LAYERS[i];
-        p[i] = if i % 2 == 0 {
+        p[i] = if i.is_multiple_of(2) {
             Placement {
                 in_off: ARENA_LEN - l.in_len(),
                 out_off: 0,

@@ -24,6 +24,7 @@ use core::fmt::Write as _;
 
 use facemark_core::frame::{FrameAssembler, FrameError, encode};
 use facemark_core::kernels::Selected;
+use facemark_core::network::ARENA_LEN;
 use facemark_core::network::{
     INPUT_LEN, INPUT_SIDE, KEYPOINTS, LAYER_COUNT, NETWORK_HASH, OUTPUTS,
 };
@@ -31,7 +32,6 @@ use facemark_core::protocol::{
     BoardInfo, Cost, ErrorKind, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_RESPONSE_LEN,
     PROTOCOL_VERSION, Request, Response,
 };
-use facemark_core::network::ARENA_LEN;
 use facemark_core::{Arena, Keypoints, Model, ModelError, arena_bytes, infer_in_arena};
 
 // A request frame is received into the arena.
@@ -277,8 +277,14 @@ impl<'a, B: Board> Server<'a, B> {
 
 /// A decoded request, its image (if any) left in the arena.
 enum Job {
-    Info { id: u32 },
-    Infer { id: u32, image_at: usize, len: usize },
+    Info {
+        id: u32,
+    },
+    Infer {
+        id: u32,
+        image_at: usize,
+        len: usize,
+    },
 }
 
 /// A request, if `bytes` is exactly one (trailing bytes refuse it).
@@ -304,7 +310,9 @@ fn run<B: Board>(
             *m = board.now();
         }
     })
-    .unwrap_or(Keypoints { unit: [0.0; OUTPUTS] });
+    .unwrap_or(Keypoints {
+        unit: [0.0; OUTPUTS],
+    });
     let end = board.now();
     marks[LAYER_COUNT - 1] = end;
     let mut cost = Cost {
@@ -419,6 +427,51 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[test]
+    fn an_image_received_into_the_arena_gives_the_host_keypoints() {
+        let model_file = embedded_model();
+        let Ok(model) = Model::parse(model_file) else {
+            std::eprintln!("skipped: no valid embedded model");
+            return;
+        };
+        let mut arena = std::boxed::Box::new([0i8; facemark_core::network::ARENA_LEN]);
+        let mut s = Server::new(Fake(0), model_file, &mut arena);
+        for seed in 0..3u32 {
+            // A face-like gradient with noise, different per seed.
+            let image: Vec<u8> = (0..INPUT_LEN as u32)
+                .map(|i| {
+                    let (x, y) = (i % 96, i / 96);
+                    ((x * 2 + y + seed * 37 + (i * 2_654_435_761 >> 27)) % 256) as u8
+                })
+                .collect();
+            // A garbage frame first: the next good one must not be affected.
+            feed(&mut s, &[9, 9, 9, 0]);
+            let replies = feed(
+                &mut s,
+                &frame(&Request::Infer {
+                    id: seed,
+                    image: &image,
+                }),
+            );
+            let mut host_arena = std::boxed::Box::new([0i8; facemark_core::network::ARENA_LEN]);
+            let want = facemark_core::infer(
+                &model,
+                image.as_slice().try_into().unwrap(),
+                &mut host_arena,
+            );
+            match decode_response(&replies[0]) {
+                Response::Keypoints { id, points, .. } => {
+                    assert_eq!(id, seed);
+                    for (k, p) in points.iter().enumerate() {
+                        let (x, y) = want.pixel(k);
+                        assert_eq!((p[0], p[1]), (x, y), "keypoint {k}");
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -224,8 +224,8 @@ fn pair(lo: i32, hi: i32) -> u32 {
 /// The one-channel conv (the first layer) as a small matrix product: per
 /// pool output, each of the 4 positions' 9 taps is packed as 5 int16 pairs
 /// `(t0,t1) (t2,t3) (t4,t5) (t6,t7) (t8,0)`, and each output channel's 9
-/// weights alike (once per row), so a position costs 5 SMLADs and the
-/// weights stay in registers across the 4 positions.
+/// weights alike (once per row), so a position costs one LDM and 5 SMLADs
+/// and the weights stay in registers across the 4 positions.
 fn single_channel_row(
     l: &LayerView<'_>,
     input: &[i8],
@@ -281,13 +281,50 @@ fn single_channel_row(
             .zip(wide.iter())
             .zip(l.channels())
         {
-            let mut max = i32::MIN;
-            for tp in &taps {
-                let mut acc = ch.bias;
-                for (&x, &w) in tp.iter().zip(wc.iter()) {
-                    acc = smlad(x, w, acc);
-                }
-                max = max.max(acc);
+            let max: i32;
+            // SAFETY: reads the 5 words of `wc` and the 4 x 5 words of
+            // `taps` (both arrays of exactly that size); r7 is saved on the
+            // stack and restored; every other register it writes is an
+            // operand or a clobber. LDM loads a position's 5 tap pairs in
+            // one instruction, the channel's 5 weight pairs stay in r8-r12.
+            unsafe {
+                asm!(
+                    "push {{r7}}",
+                    "ldm lr, {{r8, r9, r10, r11, r12}}",
+                    "ldm r5!, {{r0, r1, r2, r3, r4}}",
+                    "smlad r7, r0, r8, {b}",
+                    "smlad r7, r1, r9, r7",
+                    "smlad r7, r2, r10, r7",
+                    "smlad r7, r3, r11, r7",
+                    "smlad r7, r4, r12, r7",
+                    ".rept 3",
+                    "ldm r5!, {{r0, r1, r2, r3, r4}}",
+                    "smlad lr, r0, r8, {b}",
+                    "smlad lr, r1, r9, lr",
+                    "smlad lr, r2, r10, lr",
+                    "smlad lr, r3, r11, lr",
+                    "smlad lr, r4, r12, lr",
+                    "cmp lr, r7",
+                    "it gt",
+                    "movgt r7, lr",
+                    ".endr",
+                    "mov {b}, r7",
+                    "pop {{r7}}",
+                    inout("r5") taps.as_ptr() => _,
+                    inout("lr") wc.as_ptr() => _,
+                    b = inout(reg) ch.bias => max,
+                    out("r0") _,
+                    out("r1") _,
+                    out("r2") _,
+                    out("r3") _,
+                    out("r4") _,
+                    out("r8") _,
+                    out("r9") _,
+                    out("r10") _,
+                    out("r11") _,
+                    out("r12") _,
+                    options(readonly),
+                );
             }
             *o = to_int8(max, ch.multiplier, zp, floor);
         }
