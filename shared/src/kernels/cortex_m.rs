@@ -331,6 +331,33 @@ fn single_channel_row(
     }
 }
 
+/// Input words per turn of the dense loop.
+const DENSE_UNROLL: usize = 8;
+
+/// One dense output's share of a step: its next weight word, widened, dot
+/// the widened input word (`xa` = inputs 0 and 2, `x` = 1 and 3).
+macro_rules! dense_out {
+    ($p:literal, $a:literal) => {
+        concat!(
+            "ldr r7, [{",
+            $p,
+            "}], #4\n",
+            "sxtb16 {t}, r7\n",
+            "sxtb16 r7, r7, ror #8\n",
+            "smlad {",
+            $a,
+            "}, {xa}, {t}, {",
+            $a,
+            "}\n",
+            "smlad {",
+            $a,
+            "}, {x}, r7, {",
+            $a,
+            "}\n",
+        )
+    };
+}
+
 impl Kernels for CortexMDsp {
     fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
         match l.layer.in_ch {
@@ -348,26 +375,59 @@ impl Kernels for CortexMDsp {
             return Portable::dense(l, input, out);
         }
         let input = &input[..n];
-        // Four outputs per pass share each widened input word.
+        let words = n / 4;
+        // Four outputs per pass share each widened input word; the asm
+        // loop takes 8 input words (32 inputs) a turn.
         let mut c = 0;
-        while c + 4 <= out.len() {
-            let mut acc = [l.bias(c), l.bias(c + 1), l.bias(c + 2), l.bias(c + 3)];
-            let words = input
-                .chunks_exact(4)
-                .zip(l.channel_weights(c).chunks_exact(4))
-                .zip(l.channel_weights(c + 1).chunks_exact(4))
-                .zip(l.channel_weights(c + 2).chunks_exact(4))
-                .zip(l.channel_weights(c + 3).chunks_exact(4));
-            for ((((x, w0), w1), w2), w3) in words {
-                let x = chunk_word(x);
-                let (xa, xb) = (sxtb16(x), sxtb16_ror8(x));
-                for (a, w) in acc.iter_mut().zip([w0, w1, w2, w3]) {
-                    let w = chunk_word(w);
-                    *a = smlad(xb, sxtb16_ror8(w), smlad(xa, sxtb16(w), *a));
+        if words.is_multiple_of(DENSE_UNROLL) && words > 0 {
+            while c + 4 <= out.len() {
+                let w: [&[i8]; 4] = core::array::from_fn(|k| l.channel_weights(c + k));
+                assert!(w.iter().all(|w| w.len() == n));
+                let (mut a0, mut a1, mut a2, mut a3) =
+                    (l.bias(c), l.bias(c + 1), l.bias(c + 2), l.bias(c + 3));
+                // SAFETY: `turns` turns of DENSE_UNROLL steps read one word
+                // per step from `input` and from each of the 4 weight rows:
+                // n bytes from each (lengths checked above). The turn
+                // counter lives on the stack (pushed, popped); r7 is saved
+                // and restored. Registers only otherwise.
+                unsafe {
+                    asm!(
+                        "push {{r7}}",
+                        "push {{{x}}}",
+                        "2:",
+                        ".rept {unroll}",
+                        "ldr {x}, [{px}], #4",
+                        "sxtb16 {xa}, {x}",
+                        "sxtb16 {x}, {x}, ror #8",
+                        dense_out!("p0", "a0"),
+                        dense_out!("p1", "a1"),
+                        dense_out!("p2", "a2"),
+                        dense_out!("p3", "a3"),
+                        ".endr",
+                        "ldr r7, [sp]",
+                        "subs r7, r7, #1",
+                        "str r7, [sp]",
+                        "bne 2b",
+                        "add sp, sp, #4",
+                        "pop {{r7}}",
+                        x = inout(reg) words / DENSE_UNROLL => _,
+                        xa = out(reg) _,
+                        t = out(reg) _,
+                        px = inout(reg) input.as_ptr() => _,
+                        p0 = inout(reg) w[0].as_ptr() => _,
+                        p1 = inout(reg) w[1].as_ptr() => _,
+                        p2 = inout(reg) w[2].as_ptr() => _,
+                        p3 = inout(reg) w[3].as_ptr() => _,
+                        a0 = inout(reg) a0,
+                        a1 = inout(reg) a1,
+                        a2 = inout(reg) a2,
+                        a3 = inout(reg) a3,
+                        unroll = const DENSE_UNROLL,
+                    );
                 }
+                out[c..c + 4].copy_from_slice(&[a0, a1, a2, a3]);
+                c += 4;
             }
-            out[c..c + 4].copy_from_slice(&acc);
-            c += 4;
         }
         for (k, o) in out.iter_mut().enumerate().skip(c) {
             let mut a = l.bias(k);
