@@ -34,6 +34,11 @@ pub struct BenchBoardArgs {
     /// Seconds to wait for each answer.
     #[arg(long, default_value_t = 300.0)]
     pub timeout: f64,
+    /// Also build the firmware with the portable reference kernels
+    /// (`--no-default-features`, in its own target directory) and measure
+    /// it in the same run, as the peer the DSP kernels are compared with.
+    #[arg(long)]
+    pub peer: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -227,7 +232,60 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
         Some(e) => e.clone(),
         None => firmware_elf(true)?,
     };
-    let bytes = std::fs::read(&elf).with_context(|| format!("cannot read {}", elf.display()))?;
+    let report = measure(&elf, a, timeout)?;
+    let peer = if a.peer {
+        let peer_elf = portable_elf()?;
+        Some(measure(&peer_elf, a, timeout)?)
+    } else {
+        None
+    };
+    if a.json {
+        #[derive(Serialize)]
+        struct Out<'r> {
+            #[serde(flatten)]
+            report: &'r BoardReport,
+            /// The same firmware with the portable reference kernels.
+            portable_peer: Option<&'r BoardReport>,
+        }
+        let out = Out {
+            report: &report,
+            portable_peer: peer.as_ref(),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_report(&report, &a.model);
+        if let Some(p) = &peer {
+            print_peer(&report, p);
+        }
+    }
+    Ok(())
+}
+
+/// Target directory of the portable-kernel build (kept apart, so the two
+/// builds do not rebuild each other).
+const PORTABLE_TARGET_DIR: &str = "target/portable-kernels";
+
+/// Builds the firmware with the portable reference kernels; its ELF.
+fn portable_elf() -> Result<PathBuf> {
+    eprintln!("building the firmware with the portable kernels (the peer) ...");
+    crate::board::qemu::build_in_firmware(
+        &[
+            "build",
+            "--release",
+            "--no-default-features",
+            "--target-dir",
+            PORTABLE_TARGET_DIR,
+        ],
+        None,
+    )?;
+    Ok(crate::board::qemu::firmware_dir()
+        .join(PORTABLE_TARGET_DIR)
+        .join("thumbv7em-none-eabihf/release/facemark-firmware"))
+}
+
+/// Boots `elf` under QEMU -icount and measures it.
+fn measure(elf: &Path, a: &BenchBoardArgs, timeout: Duration) -> Result<BoardReport> {
+    let bytes = std::fs::read(elf).with_context(|| format!("cannot read {}", elf.display()))?;
     let fp =
         footprint(&elf32_sections(&bytes).with_context(|| format!("reading {}", elf.display()))?);
     let model_bytes = std::fs::metadata(&a.model).ok().map(|m| m.len());
@@ -239,7 +297,7 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
     if !a.json {
         eprintln!("booting {} (qemu -icount shift=0) ...", elf.display());
     }
-    let (qemu, mut client) = Qemu::boot(&elf, &opts)?;
+    let (qemu, mut client) = Qemu::boot(elf, &opts)?;
     client.timeout = timeout;
     let info = client.info()?;
     if let Some(e) = &info.model_error {
@@ -268,7 +326,7 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
             }
         })
         .collect();
-    let report = BoardReport {
+    Ok(BoardReport {
         elf: elf.display().to_string(),
         board: info.board.clone(),
         firmware_version: info.firmware_version.clone(),
@@ -286,13 +344,37 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
         footprint: fp,
         model_bytes,
         stack_high_water_bytes: stack,
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report, &a.model);
+    })
+}
+
+/// The DSP build against the portable build, per layer, as ratios.
+fn print_peer(dsp: &BoardReport, portable: &BoardReport) {
+    println!();
+    println!("peer: the same firmware with the portable reference kernels, measured in this run");
+    println!(
+        "{:<7} {:>15} {:>15} {:>12}",
+        "layer", "DSP", "portable", "DSP/portable"
+    );
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    for (d, p) in dsp.layers.iter().zip(&portable.layers) {
+        println!(
+            "{:<7} {:>15} {:>15} {:>11.3}x",
+            d.layer,
+            grouped(d.instructions.into()),
+            grouped(p.instructions.into()),
+            ratio(f64::from(d.instructions), f64::from(p.instructions))
+        );
     }
-    Ok(())
+    println!(
+        "{:<7} {:>15} {:>15} {:>11.3}x",
+        "total",
+        grouped(dsp.instructions_per_inference),
+        grouped(portable.instructions_per_inference),
+        ratio(
+            dsp.instructions_per_inference as f64,
+            portable.instructions_per_inference as f64
+        )
+    );
 }
 
 /// The stack high-water mark from the defmt log; QEMU's stdout is read on
