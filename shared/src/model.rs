@@ -190,6 +190,38 @@ pub struct LayerView<'a> {
 }
 
 impl<'a> LayerView<'a> {
+    /// A view over one layer's parameters laid out as in the model file
+    /// (`bias`, `mult` and `shift` as little-endian i32 per output channel),
+    /// for a layer of any shape: how kernel tests build random layers.
+    /// `None` when a length does not fit `layer` or a multiplier is invalid.
+    pub fn from_parts(
+        layer: Layer,
+        in_zero_point: i32,
+        out_zero_point: i32,
+        bias: &'a [u8],
+        mult: &'a [u8],
+        shift: &'a [u8],
+        weights: &'a [i8],
+    ) -> Option<Self> {
+        let c = layer.out_ch;
+        let lens_fit = bias.len() == 4 * c
+            && mult.len() == 4 * c
+            && shift.len() == 4 * c
+            && weights.len() == layer.weight_len()
+            && layer.in_side > 0
+            && layer.in_ch > 0;
+        let view = Self {
+            layer,
+            in_zero_point,
+            out_zero_point,
+            bias,
+            mult,
+            shift,
+            weights,
+        };
+        let valid = lens_fit && (0..c).all(|ch| view.multiplier(ch).is_valid());
+        valid.then_some(view)
+    }
     /// Folded bias of output channel `c` (`c < out_ch`).
     #[inline]
     pub fn bias(&self, c: usize) -> i32 {
