@@ -42,13 +42,12 @@ fn committed_int8_model_matches_tract_on_the_committed_int8_onnx() {
     for (name, image) in test_images(42) {
         let ours = facemark_core::infer(&m, image.as_slice().try_into().unwrap(), &mut arena);
         let theirs = f32s(&tract.run(&[&image]).unwrap()[0]).unwrap();
-        for c in 0..OUTPUTS {
+        assert_eq!(theirs.len(), OUTPUTS);
+        for (c, (o, t)) in ours.unit.iter().zip(&theirs).enumerate() {
             assert_eq!(
-                ours.unit[c].to_bits(),
-                theirs[c].to_bits(),
-                "image {name} output {c}: {} vs tract {}",
-                ours.unit[c],
-                theirs[c]
+                o.to_bits(),
+                t.to_bits(),
+                "image {name} output {c}: {o} vs tract {t}"
             );
         }
     }
@@ -66,8 +65,8 @@ impl Predictor for TractFloat {
             .iter()
             .map(|im| {
                 let v = f32s(&self.0.run(&[im])?[0])?;
-                Ok(v.try_into()
-                    .map_err(|_| anyhow::anyhow!("output is not 30 values"))?)
+                v.try_into()
+                    .map_err(|_| anyhow::anyhow!("output is not 30 values"))
             })
             .collect()
     }
@@ -119,13 +118,12 @@ fn int8_keypoints_stay_close_to_float_keypoints() {
         for (name, image) in test_images(seed) {
             let q = facemark_core::infer(&m, image.as_slice().try_into().unwrap(), &mut arena);
             let f = f32s(&float.run(&[&image]).unwrap()[0]).unwrap();
-            for c in 0..OUTPUTS {
-                let d = 48.0 * (q.unit[c] - f[c]).abs();
+            assert_eq!(f.len(), OUTPUTS);
+            for (c, (qc, fc)) in q.unit.iter().zip(&f).enumerate() {
+                let d = 48.0 * (qc - fc).abs();
                 assert!(
                     d <= BOUND_PX,
-                    "seed {seed} image {name} output {c}: int8 {} float {} ({d:.3} px apart)",
-                    q.unit[c],
-                    f[c]
+                    "seed {seed} image {name} output {c}: int8 {qc} float {fc} ({d:.3} px apart)"
                 );
                 worst = worst.max(d);
                 sum += d;

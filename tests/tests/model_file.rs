@@ -33,10 +33,11 @@ fn round_trip_reads_back_every_parameter() {
         assert_eq!(v.weights(), q.layers[i].kernel_weights.as_slice());
         assert_eq!(v.in_zero_point, q.layers[i].in_zero_point);
         assert_eq!(v.out_zero_point, q.layers[i].out_zero_point);
-        for c in 0..l.out_ch {
-            assert_eq!(v.bias(c), folded[i][c]);
-            assert_eq!(v.multiplier(c), q.layers[i].multipliers[c]);
+        for (c, (&bias, &m)) in folded[i].iter().zip(&q.layers[i].multipliers).enumerate() {
+            assert_eq!(v.bias(c), bias);
+            assert_eq!(v.multiplier(c), m);
         }
+        assert_eq!(folded[i].len(), l.out_ch);
     }
     eprintln!("seed network .fmq: {} bytes", f.len());
 }
