@@ -29,7 +29,7 @@ fn dot(a: &[i8], b: &[i8]) -> i32 {
 /// The one-channel conv (the first layer): 9 weights per output channel, so
 /// the window and the weights live in fixed-size arrays the compiler keeps in
 /// registers, instead of 36 one-element dot products.
-pub(super) fn single_channel_row(
+fn single_channel_row(
     l: &LayerView<'_>,
     input: &[i8],
     first_row: usize,
@@ -95,12 +95,12 @@ impl Kernels for Portable {
                 let w = l.channel_weights(co);
                 let mut acc = [l.bias(co); 4];
                 for ky in 0..3 {
-                    for kx in 0..3 {
-                        let wk = &w[(ky * 3 + kx) * cin..(ky * 3 + kx + 1) * cin];
-                        for (d, a) in acc.iter_mut().enumerate() {
-                            let at = ((ky + d / 2) * 4 + kx + d % 2) * cin;
-                            *a += dot(&patch[at..at + cin], wk);
-                        }
+                    // Taps (ky, 0..3) are 3 consecutive pixels of the patch
+                    // and 3 * cin consecutive weights: one dot product.
+                    let wk = &w[ky * 3 * cin..(ky + 1) * 3 * cin];
+                    for (d, a) in acc.iter_mut().enumerate() {
+                        let at = ((ky + d / 2) * 4 + d % 2) * cin;
+                        *a += dot(&patch[at..at + 3 * cin], wk);
                     }
                 }
                 // Requantization is monotonic, so pooling the accumulators
