@@ -1,8 +1,10 @@
-//! The int8 model on the host: the `shared` kernels, exactly as on the board.
+//! The int8 model on the host: the board's arithmetic, bit for bit, with the
+//! host's SIMD kernels (`kernels_x86`) where the CPU has them.
 
+use crate::kernels_x86::HostSimd;
 use anyhow::{Context, Result, ensure};
 use facemark_core::network::{ARENA_LEN, INPUT_LEN, OUTPUTS};
-use facemark_core::{Model, infer};
+use facemark_core::{Arena, Keypoints, Model, infer_with};
 use std::path::Path;
 
 /// A checked `.fmq` file held in memory.
@@ -52,13 +54,19 @@ impl Int8Model {
                     for (im, o) in ims.iter().zip(outs) {
                         let image: &[u8; INPUT_LEN] =
                             (*im).try_into().expect("length checked above");
-                        *o = infer(&model, image, &mut arena).unit;
+                        *o = infer_host(&model, image, &mut arena).unit;
                     }
                 });
             }
         });
         Ok(out)
     }
+}
+
+/// One inference on the host: the board's arithmetic with the host's
+/// fastest kernels ([`HostSimd`]: AVX2 where present, else portable).
+pub fn infer_host(model: &Model<'_>, image: &[u8; INPUT_LEN], arena: &mut Arena) -> Keypoints {
+    infer_with::<HostSimd>(model, image, arena, |_, _| {})
 }
 
 /// `facemark eval` on an `.fmq`: the board's arithmetic, run on the host.

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod export;
 pub mod image_io;
 pub mod int8;
+pub mod kernels_x86;
 pub mod model;
 pub mod onnx;
 pub mod plot;
