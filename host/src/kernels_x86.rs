@@ -28,7 +28,7 @@ pub fn avx2_available() -> bool {
 impl Kernels for HostSimd {
     fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
         #[cfg(target_arch = "x86_64")]
-        if l.layer.in_ch % 16 == 0 && avx2_available() {
+        if l.layer.in_ch.is_multiple_of(16) && avx2_available() {
             // SAFETY: AVX2 is present (checked just above).
             return unsafe { avx2::conv_pool_row(l, input, first_row, py, out) };
         }
@@ -238,7 +238,7 @@ mod tests {
             let layer = Layer::dense(n, m, seed % 2 == 0);
             let (bias, mult, shift, weights) = params(&layer, seed);
             let view = LayerView::from_parts(layer, 0, 0, &bias, &mult, &shift, &weights).unwrap();
-            let input: Vec<i8> = (0..n).map(|i| (i as u64 * 31 ^ seed) as i8).collect();
+            let input: Vec<i8> = (0..n).map(|i| ((i as u64 * 31) ^ seed) as i8).collect();
             let (mut want, mut got) = (vec![0i32; m], vec![0i32; m]);
             Portable::dense(&view, &input, &mut want);
             HostSimd::dense(&view, &input, &mut got);
