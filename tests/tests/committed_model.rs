@@ -102,13 +102,29 @@ fn int8_keeps_98_percent_of_the_float_score() {
         q.score,
         f.score
     );
+    // No keypoint may lose more than 0.1 px of RMSE to quantization.
+    for (a, b) in f.per_keypoint.iter().zip(&q.per_keypoint) {
+        assert!(
+            b.rmse_px - a.rmse_px <= 0.1,
+            "{}: int8 RMSE {:.3} px against float {:.3} px",
+            b.name,
+            b.rmse_px,
+            a.rmse_px
+        );
+    }
+    assert_eq!(f.per_keypoint.len(), q.per_keypoint.len());
 }
 
 #[test]
 fn int8_keypoints_stay_close_to_float_keypoints() {
-    // The committed model on synthetic faces and edge-case images: int8
-    // against the float ONNX, in pixels of the 96x96 input.
-    const BOUND_PX: f32 = 0.5;
+    // The committed model on synthetic faces and edge-case images (noise,
+    // constant, all black, all white): int8 against the float ONNX, in
+    // pixels of the 96x96 input. These lie outside the faces the network
+    // and its calibration saw, so the bound is looser than what real faces
+    // show (the validation test above: at most a few hundredths of a pixel
+    // of RMSE per keypoint); it catches a broken layer or saturation.
+    const BOUND_PX: f32 = 1.0;
+    const MEAN_BOUND_PX: f32 = 0.25;
     let bytes = fmq();
     let m = Model::parse(&bytes).unwrap();
     let float = TractModel::from_path(&models().join("facemark.onnx"), 1).unwrap();
@@ -131,8 +147,9 @@ fn int8_keypoints_stay_close_to_float_keypoints() {
             }
         }
     }
+    let mean = sum / n as f32;
     eprintln!(
-        "int8 vs float keypoints: max {worst:.3} px, mean {:.3} px over {n} coordinates (bound {BOUND_PX} px)",
-        sum / n as f32
+        "int8 vs float keypoints: max {worst:.3} px, mean {mean:.3} px over {n} coordinates (bounds {BOUND_PX} px, mean {MEAN_BOUND_PX} px)"
     );
+    assert!(mean <= MEAN_BOUND_PX, "mean {mean:.3} px");
 }
