@@ -6,7 +6,7 @@
 //! to int16 once per row. AVX2 is detected at run time; without it (or on
 //! other architectures) every call takes the portable kernels.
 
-use facemark_core::kernels::{Kernels, Portable};
+use facemark_core::kernels::{Kernels, Portable, window_pixel};
 use facemark_core::model::LayerView;
 use facemark_core::requant::to_int8;
 
@@ -92,19 +92,14 @@ mod avx2 {
         for px in 0..side / 2 {
             // The 4x4 input patch under the pool window, widened; padding is
             // the zero point.
-            for r in 0..4 {
-                let iy = (2 * py + r) as isize - 1;
-                for c in 0..4 {
-                    let ix = (2 * px + c) as isize - 1;
-                    let dst = &mut patch[(r * 4 + c) * cin..(r * 4 + c + 1) * cin];
-                    if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
-                        let at = ((iy as usize - first_row) * side + ix as usize) * cin;
+            for (k, dst) in patch.chunks_exact_mut(cin).enumerate() {
+                match window_pixel(&l.layer, first_row, py, px, k / 4, k % 4) {
+                    Some(at) => {
                         for (d, &x) in dst.iter_mut().zip(&input[at..at + cin]) {
                             *d = x as i16;
                         }
-                    } else {
-                        dst.fill(l.in_zero_point as i16);
                     }
+                    None => dst.fill(l.in_zero_point as i16),
                 }
             }
             for ((ch, w), o) in l

@@ -133,6 +133,8 @@ fn conv_row<const CIN: usize>(
     let win = &mut win[..4 * WINDOW_COLS * pix_words];
     let (zp, floor) = (l.out_zero_point, l.out_floor());
     for px in (0..side / 2).step_by(2) {
+        // The bounds are tested per row and pixel here rather than through
+        // `super::window_pixel`, which measures 90K instructions slower.
         for (r, row) in win.chunks_exact_mut(WINDOW_COLS * pix_words).enumerate() {
             let iy = (2 * py + r) as isize - 1;
             for (c, dst) in row.chunks_exact_mut(pix_words).enumerate() {
@@ -247,7 +249,8 @@ fn single_channel_row(
     let pad = l.in_zero_point;
     let rows_in = input.len() / side;
     for px in 0..side / 2 {
-        // The 4x4 window, padding filled with the zero point.
+        // The 4x4 window, padding filled with the zero point (row slices:
+        // `super::window_pixel` per pixel measures 270K instructions slower).
         let mut win = [[pad; 4]; 4];
         let x0 = 2 * px as isize - 1;
         for (r, wr) in win.iter_mut().enumerate() {

@@ -3,6 +3,7 @@
 //! it bit for bit. [`Selected`] is the best one for the compile target.
 
 use crate::model::LayerView;
+use crate::network::Layer;
 
 mod portable;
 pub use portable::Portable;
@@ -26,6 +27,25 @@ pub trait Kernels {
 
     /// Dense accumulators: `out[c] = bias(c) + sum_i input[i] * w[c][i]`.
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]);
+}
+
+/// Where input pixel (r, c) of the 4 x n window under pool output
+/// (py, px) lies in `input` (the map's rows from `first_row` on, `cin`
+/// bytes per pixel): the window starts at input pixel (2 py - 1, 2 px - 1),
+/// so its edges fall in the padding, which gives `None`.
+#[inline(always)]
+pub fn window_pixel(
+    l: &Layer,
+    first_row: usize,
+    py: usize,
+    px: usize,
+    r: usize,
+    c: usize,
+) -> Option<usize> {
+    let iy = (2 * py + r).checked_sub(1)?;
+    let ix = (2 * px + c).checked_sub(1)?;
+    let side = l.in_side;
+    (iy < side && ix < side).then(|| ((iy - first_row) * side + ix) * l.in_ch)
 }
 
 /// The kernels this build uses: the DSP kernels on Cortex-M with the DSP

@@ -1,6 +1,6 @@
 //! The portable reference kernels: plain Rust, any target.
 
-use super::Kernels;
+use super::{Kernels, window_pixel};
 use crate::model::LayerView;
 use crate::network::{LAYERS, LayerKind};
 use crate::requant::to_int8;
@@ -42,12 +42,8 @@ fn single_channel_row(
     for px in 0..side / 2 {
         let mut win = [0i32; 16];
         for (k, v) in win.iter_mut().enumerate() {
-            let (iy, ix) = ((2 * py + k / 4) as isize - 1, (2 * px + k % 4) as isize - 1);
-            *v = if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
-                input[(iy as usize - first_row) * side + ix as usize] as i32
-            } else {
-                pad
-            };
+            *v = window_pixel(&l.layer, first_row, py, px, k / 4, k % 4)
+                .map_or(pad, |at| input[at] as i32);
         }
         for (co, o) in out[px * cout..(px + 1) * cout].iter_mut().enumerate() {
             let w: [i32; 9] = core::array::from_fn(|t| l.channel_weights(co)[t] as i32);
@@ -78,17 +74,10 @@ impl Kernels for Portable {
         let mut patch_buf = [0i8; 16 * MAX_CONV_IN_CH];
         let patch = &mut patch_buf[..16 * cin];
         for px in 0..side / 2 {
-            for r in 0..4 {
-                let iy = (2 * py + r) as isize - 1;
-                for c in 0..4 {
-                    let ix = (2 * px + c) as isize - 1;
-                    let dst = &mut patch[(r * 4 + c) * cin..(r * 4 + c + 1) * cin];
-                    if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
-                        let at = ((iy as usize - first_row) * side + ix as usize) * cin;
-                        dst.copy_from_slice(&input[at..at + cin]);
-                    } else {
-                        dst.fill(pad);
-                    }
+            for (k, dst) in patch.chunks_exact_mut(cin).enumerate() {
+                match window_pixel(&l.layer, first_row, py, px, k / 4, k % 4) {
+                    Some(at) => dst.copy_from_slice(&input[at..at + cin]),
+                    None => dst.fill(pad),
                 }
             }
             for co in 0..cout {
