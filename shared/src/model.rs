@@ -55,6 +55,61 @@ pub const PAYLOAD_LEN: usize = payload_len();
 /// Whole-file bytes for the compiled network.
 pub const FILE_LEN: usize = HEADER_LEN + PAYLOAD_LEN + CRC_LEN;
 
+/// Largest |input| of a kernel: int8, so 128.
+pub const MAX_ABS_INPUT: i64 = 128;
+/// Largest |weight|: the format's weights are symmetric, in [-127, 127]
+/// (so two int8 products always fit in int16, which SIMD kernels rely on).
+pub const MAX_ABS_WEIGHT: i64 = 127;
+/// Largest |keypoint| the last layer may produce, in unit coordinates (the
+/// image spans [-1, 1]; this is 10,000 image widths): the dequantization
+/// scale of every last-layer channel must keep its largest possible
+/// accumulator below it, so a parsed model only gives finite keypoints,
+/// within `unit_to_pixel(+-MAX_OUTPUT_UNIT)` pixels.
+pub const MAX_OUTPUT_UNIT: f32 = 1e4;
+
+/// Largest |sum of products| of one output of a layer with `fan_in` inputs:
+/// `|x| <= 128`, `|w| <= 127`, so `|sum x*w| <= 128 * 127 * fan_in`.
+pub const fn max_abs_dot(fan_in: usize) -> i64 {
+    let n = if fan_in > i64::MAX as usize {
+        i64::MAX
+    } else {
+        fan_in as i64
+    };
+    n.saturating_mul(MAX_ABS_INPUT * MAX_ABS_WEIGHT)
+}
+
+/// Largest |bias| of a layer with `fan_in` inputs for which no accumulator
+/// can leave i32 (negative when none can be safe).
+///
+/// Proof: a kernel's accumulator starts at `bias` and adds the products
+/// `x * w` one by one (or in partial sums, in any order). Every partial sum
+/// `s` of products satisfies `|s| <= 128 * 127 * fan_in` ([`max_abs_dot`]),
+/// so every intermediate value `bias + s` satisfies
+/// `|bias + s| <= |bias| + 128 * 127 * fan_in <= i32::MAX` when
+/// `|bias| <= i32::MAX - 128 * 127 * fan_in`; and `-i32::MAX > i32::MIN`,
+/// so neither end overflows. Max-pooling and requantization only read the
+/// accumulators.
+pub const fn max_abs_bias(fan_in: usize) -> i64 {
+    i32::MAX as i64 - max_abs_dot(fan_in)
+}
+
+/// Whether `bias` keeps every accumulator of a `fan_in`-input layer in i32
+/// (see [`max_abs_bias`]).
+pub const fn bias_in_bound(bias: i32, fan_in: usize) -> bool {
+    (bias as i64).abs() <= max_abs_bias(fan_in)
+}
+
+/// Whether a last-layer channel with dequantization `scale` and `bias`
+/// gives `|keypoint| <= MAX_OUTPUT_UNIT` for every input: its accumulator
+/// is at most `|bias| + 128 * 127 * fan_in` in magnitude (see
+/// [`max_abs_bias`]), and that times `scale` (computed in f64, exactly
+/// enough: the f32 product the engine computes is within 2^-23 of it)
+/// must stay within [`MAX_OUTPUT_UNIT`].
+pub fn output_in_bound(scale: f32, bias: i32, fan_in: usize) -> bool {
+    let max_acc = (bias as i64).unsigned_abs() as f64 + max_abs_dot(fan_in) as f64;
+    scale.is_finite() && f64::from(scale) * max_acc <= f64::from(MAX_OUTPUT_UNIT)
+}
+
 /// Everything that can be wrong with a model file. Offsets are byte offsets
 /// into the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +158,16 @@ pub enum ModelError {
     /// A field holds a value the engine cannot use.
     BadValue {
         offset: usize,
+        what: &'static str,
+    },
+    /// A parameter outside the bounds the kernels' arithmetic is proved
+    /// for (a weight of -128, a bias that could overflow an accumulator, a
+    /// last-layer scale that could give keypoints out of range).
+    OutOfBound {
+        layer: usize,
+        channel: usize,
+        offset: usize,
+        value: i64,
         what: &'static str,
     },
 }
@@ -158,6 +223,16 @@ impl fmt::Display for ModelError {
                 )
             }
             BadValue { offset, what } => write!(f, "bad value at offset {offset}: {what}"),
+            OutOfBound {
+                layer,
+                channel,
+                offset,
+                value,
+                what,
+            } => write!(
+                f,
+                "out of bound: layer {layer} channel {channel}, {value} at offset {offset}: {what}"
+            ),
         }
     }
 }
@@ -193,7 +268,10 @@ impl<'a> LayerView<'a> {
     /// A view over one layer's parameters laid out as in the model file
     /// (`bias`, `mult` and `shift` as little-endian i32 per output channel),
     /// for a layer of any shape: how kernel tests build random layers.
-    /// `None` when a length does not fit `layer` or a multiplier is invalid.
+    /// `None` when a length does not fit `layer`, a zero point is outside
+    /// int8, a multiplier is invalid, a weight is -128 or a bias could
+    /// overflow an accumulator (the bounds [`Model::parse`] enforces, see
+    /// [`max_abs_bias`]).
     pub fn from_parts(
         layer: Layer,
         in_zero_point: i32,
@@ -219,7 +297,14 @@ impl<'a> LayerView<'a> {
             shift,
             weights,
         };
-        let valid = lens_fit && (0..c).all(|ch| view.multiplier(ch).is_valid());
+        let fan_in = layer.fan_in();
+        let int8 = -128..=127;
+        let valid = lens_fit
+            && int8.contains(&in_zero_point)
+            && int8.contains(&out_zero_point)
+            && (0..c)
+                .all(|ch| view.multiplier(ch).is_valid() && bias_in_bound(view.bias(ch), fan_in))
+            && !weights.contains(&i8::MIN);
         valid.then_some(view)
     }
     /// Folded bias of output channel `c` (`c < out_ch`).
@@ -391,7 +476,11 @@ impl<'a> Model<'a> {
                 });
             }
             let c = l.out_ch;
-            let mult_off = off + 8 + 4 * c;
+            let fan_in = l.fan_in();
+            let bias_off = off + 8;
+            let mult_off = bias_off + 4 * c;
+            let weights_off = off + 8 + 12 * c;
+            let last = i + 1 == LAYER_COUNT;
             for ch in 0..c {
                 let m = Multiplier {
                     mult: i32_at(bytes, mult_off + 4 * ch),
@@ -403,8 +492,40 @@ impl<'a> Model<'a> {
                         what: "multiplier not in [2^30, 2^31) with a normal exponent",
                     });
                 }
+                // No accumulator leaves i32 (the proof is at `max_abs_bias`).
+                let bias = i32_at(bytes, bias_off + 4 * ch);
+                if !bias_in_bound(bias, fan_in) {
+                    return Err(ModelError::OutOfBound {
+                        layer: i,
+                        channel: ch,
+                        offset: bias_off + 4 * ch,
+                        value: bias as i64,
+                        what: "bias: |bias| + 128*127*fan_in exceeds i32::MAX",
+                    });
+                }
+                // Keypoints stay finite and within MAX_OUTPUT_UNIT.
+                if last && !m.to_f32().is_some_and(|s| output_in_bound(s, bias, fan_in)) {
+                    return Err(ModelError::OutOfBound {
+                        layer: i,
+                        channel: ch,
+                        offset: mult_off + 4 * ch,
+                        value: m.mult as i64,
+                        what: "output scale: (|bias| + 128*127*fan_in) * scale exceeds 1e4 units",
+                    });
+                }
             }
-            let end = off + 8 + 12 * c + l.weight_len();
+            // Weights are symmetric: -128 would break |w| <= 127.
+            let weights = &bytes[weights_off..weights_off + l.weight_len()];
+            if let Some(k) = weights.iter().position(|&w| w == 0x80) {
+                return Err(ModelError::OutOfBound {
+                    layer: i,
+                    channel: k / fan_in,
+                    offset: weights_off + k,
+                    value: -128,
+                    what: "weight -128: weights are symmetric, in [-127, 127]",
+                });
+            }
+            let end = weights_off + l.weight_len();
             let next = off + section_len(l);
             if let Some(p) = (end..next).find(|&p| bytes[p] != 0) {
                 return Err(ModelError::Reserved { offset: p });
@@ -494,4 +615,58 @@ pub fn write(layers: &[LayerParams<'_>; LAYER_COUNT], out: &mut [u8]) -> Option<
     let crc = crc32(&out[..FILE_LEN - CRC_LEN]);
     out[FILE_LEN - CRC_LEN..].copy_from_slice(&crc.to_le_bytes());
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bias_bound_is_the_accumulator_proof() {
+        for fan_in in [1usize, 9, 144, 576, 4608, 256] {
+            let max = max_abs_bias(fan_in);
+            assert_eq!(max + 128 * 127 * fan_in as i64, i32::MAX as i64);
+            let max = max as i32;
+            assert!(bias_in_bound(max, fan_in) && bias_in_bound(-max, fan_in));
+            assert!(!bias_in_bound(max + 1, fan_in) && !bias_in_bound(-max - 1, fan_in));
+            assert!(!bias_in_bound(i32::MIN, fan_in));
+            // The extreme accumulator, computed as a kernel does: exactly i32::MAX.
+            let mut acc = max;
+            for _ in 0..fan_in {
+                acc += -128i32 * -127;
+            }
+            assert_eq!(acc, i32::MAX);
+        }
+        assert!(max_abs_bias(usize::MAX) < 0);
+    }
+
+    #[test]
+    fn output_bound() {
+        let fan_in = 256;
+        let acc = 128.0 * 127.0 * 256.0 + 1000.0;
+        assert!(output_in_bound((1e4 / acc) as f32 * 0.999, 1000, fan_in));
+        assert!(!output_in_bound((1e4 / acc) as f32 * 1.001, 1000, fan_in));
+        assert!(!output_in_bound(f32::INFINITY, 0, fan_in));
+        assert!(!output_in_bound(f32::NAN, 0, fan_in));
+        assert!(!output_in_bound(1e35, 0, fan_in));
+    }
+
+    #[test]
+    fn from_parts_applies_the_file_bounds() {
+        let layer = crate::network::Layer::dense(4, 1, false);
+        let m = Multiplier::from_f32(0.01).unwrap();
+        let (mult, shift) = (m.mult.to_le_bytes(), m.shift.to_le_bytes());
+        let max = max_abs_bias(4) as i32;
+        let ok = |bias: i32, w: [i8; 4], zp: i32| {
+            let b = bias.to_le_bytes();
+            LayerView::from_parts(layer, zp, 0, &b, &mult, &shift, &w).is_some()
+        };
+        assert!(ok(max, [127, -127, 0, 1], 0));
+        assert!(ok(-max, [127; 4], -128));
+        assert!(!ok(max + 1, [1; 4], 0));
+        assert!(!ok(-max - 1, [1; 4], 0));
+        assert!(!ok(0, [1, -128, 1, 1], 0));
+        assert!(!ok(0, [1; 4], 128));
+        assert!(!ok(0, [1; 4], -129));
+    }
 }
