@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use facemark_core::frame::{FrameError, FrameReader, encode, encoded_len};
-use facemark_core::network::{INPUT_LEN, KEYPOINT_NAMES, KEYPOINTS, LAYER_COUNT};
+use facemark_core::model::MAX_OUTPUT_UNIT;
+use facemark_core::network::{
+    INPUT_LEN, INPUT_SIDE, KEYPOINT_NAMES, KEYPOINTS, LAYER_COUNT, unit_to_pixel,
+};
 use facemark_core::protocol::{Cost, ErrorKind, MAX_RESPONSE_FRAME, Request, Response};
 use serde::Serialize;
 
@@ -66,13 +69,13 @@ impl Reply {
                 id,
                 info: BoardInfo {
                     protocol: info.protocol,
-                    firmware_version: info.firmware_version.to_string(),
-                    board: info.board.to_string(),
+                    firmware_version: printable(info.firmware_version),
+                    board: printable(info.board),
                     model_hash: info.model_hash,
                     network_hash: info.network_hash,
                     input_side: info.input_side,
-                    cost_unit: info.cost_unit.to_string(),
-                    model_error: info.model_error.map(str::to_string),
+                    cost_unit: printable(info.cost_unit),
+                    model_error: info.model_error.map(printable),
                 },
             },
             Response::Keypoints { id, points, cost } => Reply::Keypoints {
@@ -84,6 +87,50 @@ impl Reply {
     }
 }
 
+/// A board's text with control characters (terminal escapes, say) replaced
+/// by U+FFFD, so printing what a board says cannot drive the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// Largest |coordinate| of a keypoint, in pixels of the 96x96 input, that a
+/// model the board accepts can produce: `facemark_core::model::Model::parse`
+/// refuses last-layer scales that could exceed [`MAX_OUTPUT_UNIT`] units.
+pub fn max_keypoint_pixel() -> f32 {
+    unit_to_pixel(MAX_OUTPUT_UNIT)
+        .abs()
+        .max(unit_to_pixel(-MAX_OUTPUT_UNIT).abs())
+}
+
+/// The first keypoint that no accepted model can produce (not finite, or
+/// beyond [`max_keypoint_pixel`]): its index and coordinates.
+pub fn absurd_keypoint(points: &[[f32; 2]; KEYPOINTS]) -> Option<(usize, [f32; 2])> {
+    let max = max_keypoint_pixel();
+    points
+        .iter()
+        .position(|p| !p.iter().all(|v| v.is_finite() && v.abs() <= max))
+        .map(|k| (k, points[k]))
+}
+
+/// The first keypoint outside the 96x96 picture by more than its side (a
+/// valid model may give it; worth a warning).
+pub fn far_keypoint(points: &[[f32; 2]; KEYPOINTS]) -> Option<(usize, [f32; 2])> {
+    let side = INPUT_SIDE as f32;
+    points
+        .iter()
+        .position(|p| p.iter().any(|&v| !(-side..=2.0 * side).contains(&v)))
+        .map(|k| (k, points[k]))
+}
+
+/// Most chunks the reader thread queues before it waits for the client
+/// (each at most [`READ_CHUNK`] bytes): a board that sends without end
+/// holds at most this much of the host's memory.
+pub const RX_QUEUE_CHUNKS: usize = 64;
+/// Bytes per read of the link.
+pub const READ_CHUNK: usize = 16 * 1024;
+
 /// Why talking to the board failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BoardError {
@@ -92,8 +139,15 @@ pub enum BoardError {
         link: String,
         source: std::io::Error,
     },
-    #[error("{link}: no answer within {waited:.1?}")]
-    Timeout { link: String, waited: Duration },
+    #[error("{link}: no answer within {waited:.1?} ({})", timeout_detail(*.received, *.unframed))]
+    Timeout {
+        link: String,
+        waited: Duration,
+        /// Bytes that arrived meanwhile.
+        received: usize,
+        /// Bytes since the last frame delimiter, when over a frame's size.
+        unframed: usize,
+    },
     #[error("{link}: the connection closed")]
     Closed { link: String },
     #[error("{link}: a bad frame from the board: {error:?}")]
@@ -106,6 +160,17 @@ pub enum BoardError {
         id: u32,
         kind: ErrorKindText,
     },
+    #[error(
+        "{link}: the board answered request #{id} with keypoint {keypoint} ({name}) at ({x}, {y}), which no valid model gives (finite, within {max} pixels): a broken or hostile board",
+        name = KEYPOINT_NAMES[*.keypoint], max = max_keypoint_pixel()
+    )]
+    AbsurdKeypoints {
+        link: String,
+        id: u32,
+        keypoint: usize,
+        x: f32,
+        y: f32,
+    },
     #[error("{link}: expected {expected} for request #{id}, got {got:?}")]
     Unexpected {
         link: String,
@@ -113,6 +178,18 @@ pub enum BoardError {
         expected: &'static str,
         got: Box<Reply>,
     },
+}
+
+fn timeout_detail(received: usize, unframed: usize) -> String {
+    if unframed > MAX_RESPONSE_FRAME {
+        format!(
+            "{received} bytes arrived, the last {unframed} without a frame delimiter: not the Facemark protocol?"
+        )
+    } else if received > 0 {
+        format!("{received} bytes arrived, no complete frame")
+    } else {
+        "nothing arrived".to_string()
+    }
 }
 
 /// An [`ErrorKind`] for messages.
@@ -156,6 +233,8 @@ pub struct Client {
     rx: mpsc::Receiver<Chunk>,
     pending: VecDeque<u8>,
     frames: Box<FrameReader<MAX_RESPONSE_FRAME>>,
+    /// Bytes fed to `frames` since its last delimiter.
+    unframed: usize,
     next_id: u32,
     /// How long to wait for each answer.
     pub timeout: Duration,
@@ -163,16 +242,21 @@ pub struct Client {
 
 impl Client {
     /// A client over any reader/writer pair; `link` names it in messages.
+    ///
+    /// Bounded against any board: the reader thread queues at most
+    /// [`RX_QUEUE_CHUNKS`] reads of [`READ_CHUNK`] bytes (then waits), a
+    /// frame is at most [`MAX_RESPONSE_FRAME`] bytes (longer ones are
+    /// dropped up to their delimiter), and every wait has a deadline.
     pub fn new(
         link: impl Into<String>,
         mut reader: impl Read + Send + 'static,
         writer: impl Write + Send + 'static,
     ) -> Self {
-        let (send, rx) = mpsc::channel();
+        let (send, rx) = mpsc::sync_channel(RX_QUEUE_CHUNKS);
         std::thread::Builder::new()
             .name("facemark-board-rx".into())
             .spawn(move || {
-                let mut buf = vec![0u8; 16 * 1024];
+                let mut buf = vec![0u8; READ_CHUNK];
                 loop {
                     match reader.read(&mut buf) {
                         Ok(0) => break,
@@ -201,6 +285,7 @@ impl Client {
             rx,
             pending: VecDeque::new(),
             frames: Box::new(FrameReader::new()),
+            unframed: 0,
             next_id: 1,
             timeout: Duration::from_secs(120),
         }
@@ -274,6 +359,7 @@ impl Client {
         }
         self.pending.clear();
         *self.frames = FrameReader::new();
+        self.unframed = 0;
         Ok(())
     }
 
@@ -294,8 +380,10 @@ impl Client {
     /// The next response frame, within `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Result<Reply, BoardError> {
         let start = Instant::now();
+        let mut received = 0usize;
         loop {
             while let Some(b) = self.pending.pop_front() {
+                self.unframed = if b == 0 { 0 } else { self.unframed + 1 };
                 if let Some(got) = self.frames.push(b) {
                     return match got {
                         Err(error) => Err(BoardError::BadFrame {
@@ -313,14 +401,18 @@ impl Client {
                 }
             }
             let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() && received > 0 {
+                // A board that never stops sending still times out.
+                return Err(self.timeout(start, received));
+            }
             match self.rx.recv_timeout(left) {
-                Ok(Ok(chunk)) => self.pending.extend(chunk),
+                Ok(Ok(chunk)) => {
+                    received = received.saturating_add(chunk.len());
+                    self.pending.extend(chunk);
+                }
                 Ok(Err(e)) => return Err(self.io_err(e)),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(BoardError::Timeout {
-                        link: self.link.clone(),
-                        waited: start.elapsed(),
-                    });
+                    return Err(self.timeout(start, received));
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(BoardError::Closed {
@@ -328,6 +420,15 @@ impl Client {
                     });
                 }
             }
+        }
+    }
+
+    fn timeout(&self, start: Instant, received: usize) -> BoardError {
+        BoardError::Timeout {
+            link: self.link.clone(),
+            waited: start.elapsed(),
+            received,
+            unframed: self.unframed + self.pending.len(),
         }
     }
 
@@ -380,12 +481,23 @@ impl Client {
         }
     }
 
-    /// Runs the network on the board for one 96x96 grey image.
+    /// Runs the network on the board for one 96x96 grey image. Keypoints
+    /// that no valid model can give (not finite, or beyond
+    /// [`max_keypoint_pixel`]) are an error.
     pub fn infer(&mut self, image: &[u8; INPUT_LEN]) -> Result<Inference, BoardError> {
         let id = self.next_id();
         self.send(&Request::Infer { id, image })?;
         match self.recv_for(id)? {
-            Reply::Keypoints { inference, .. } => Ok(inference),
+            Reply::Keypoints { inference, .. } => match absurd_keypoint(&inference.points) {
+                None => Ok(inference),
+                Some((keypoint, [x, y])) => Err(BoardError::AbsurdKeypoints {
+                    link: self.link.clone(),
+                    id,
+                    keypoint,
+                    x,
+                    y,
+                }),
+            },
             other => Err(self.not_the_answer(id, "Keypoints", other)),
         }
     }
@@ -559,6 +671,12 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
                 if !json {
                     print_keypoints(&face.name, &inf, &info.cost_unit);
                 }
+                if let Some((k, [x, y])) = far_keypoint(&inf.points) {
+                    eprintln!(
+                        "warning: face {}: keypoint {k} ({}) at ({x}, {y}) lies far outside the picture",
+                        face.name, KEYPOINT_NAMES[k]
+                    );
+                }
                 if let Some(dir) = draw {
                     let path = dir.join(crate::image_io::annotated_file_name(i, &face.name));
                     crate::image_io::save_annotated(&path, &face.pixels, &inf.points)?;
@@ -703,5 +821,223 @@ mod tests {
             c.recv(Duration::from_secs(5)),
             Err(BoardError::Closed { .. })
         ));
+    }
+
+    /// A link end that reads what another thread sends: a fake board.
+    struct Pipe {
+        rx: mpsc::Receiver<Vec<u8>>,
+        buf: VecDeque<u8>,
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            while self.buf.is_empty() {
+                match self.rx.recv() {
+                    Ok(b) => self.buf.extend(b),
+                    Err(_) => return Ok(0),
+                }
+            }
+            let n = out.len().min(self.buf.len());
+            for (o, b) in out.iter_mut().zip(self.buf.drain(..n)) {
+                *o = b;
+            }
+            Ok(n)
+        }
+    }
+
+    fn pipe() -> (mpsc::Sender<Vec<u8>>, Pipe) {
+        let (tx, rx) = mpsc::channel();
+        (
+            tx,
+            Pipe {
+                rx,
+                buf: VecDeque::new(),
+            },
+        )
+    }
+
+    fn keypoints(id: u32, points: [[f32; 2]; KEYPOINTS]) -> Vec<u8> {
+        encode_frame(&Response::Keypoints {
+            id,
+            points,
+            cost: Cost::default(),
+        })
+    }
+
+    #[test]
+    fn garbage_then_a_delimiter_then_a_valid_reply_is_read() {
+        let (board, link) = pipe();
+        let mut c = Client::new("fake", link, std::io::sink());
+        board.send(vec![0x55; 5000]).unwrap(); // longer than any frame
+        // Too short, bad COBS, and a valid frame holding no response.
+        board
+            .send(vec![0, 3, 1, 2, 0, 5, 1, 0, 1, 1, 1, 1, 1, 0])
+            .unwrap();
+        board.send(keypoints(1, [[10.0, 20.0]; KEYPOINTS])).unwrap();
+        let t = Duration::from_secs(5);
+        assert!(matches!(
+            c.recv(t),
+            Err(BoardError::BadFrame {
+                error: FrameError::TooLong,
+                ..
+            })
+        ));
+        assert!(matches!(
+            c.recv(t),
+            Err(BoardError::BadFrame {
+                error: FrameError::TooShort,
+                ..
+            })
+        ));
+        assert!(matches!(
+            c.recv(t),
+            Err(BoardError::BadFrame {
+                error: FrameError::BadEncoding,
+                ..
+            })
+        ));
+        assert!(matches!(
+            c.recv(t),
+            Err(BoardError::BadMessage { len: 0, .. })
+        ));
+        match c.recv(t).unwrap() {
+            Reply::Keypoints { id: 1, inference } => assert_eq!(inference.points[0], [10.0, 20.0]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn absurd_keypoints_are_an_error_and_sane_ones_pass() {
+        let max = max_keypoint_pixel();
+        assert!(max > 400_000.0 && max.is_finite());
+        for (bad, what) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "inf"),
+            (f32::NEG_INFINITY, "-inf"),
+            (1e30, "1e30"),
+            (-1e30, "-1e30"),
+            (max * 1.01, "just past the bound"),
+        ] {
+            let (board, link) = pipe();
+            let mut c = Client::new("fake", link, std::io::sink());
+            c.timeout = Duration::from_secs(5);
+            let mut points = [[48.0, 48.0]; KEYPOINTS];
+            points[7] = [30.0, bad];
+            board.send(keypoints(1, points)).unwrap();
+            match c.infer(&[0; INPUT_LEN]) {
+                Err(e @ BoardError::AbsurdKeypoints { keypoint: 7, .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("keypoint 7") && msg.contains("request #1"),
+                        "{msg}"
+                    );
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // Far outside the picture but possible for a valid model: accepted
+        // (`board infer` warns, the overlay clips it).
+        let (board, link) = pipe();
+        let mut c = Client::new("fake", link, std::io::sink());
+        let mut points = [[48.0, 48.0]; KEYPOINTS];
+        points[2] = [-5000.0, max];
+        board.send(keypoints(1, points)).unwrap();
+        let inf = c.infer(&[0; INPUT_LEN]).unwrap();
+        assert_eq!(far_keypoint(&inf.points), Some((2, [-5000.0, max])));
+        assert_eq!(far_keypoint(&[[0.0, 96.0]; KEYPOINTS]), None);
+        // Drawing it does not panic (debug builds check overflow).
+        let _ = crate::image_io::annotate(&[0; INPUT_LEN], &inf.points);
+    }
+
+    #[test]
+    fn a_board_that_never_answers_times_out() {
+        let (board, link) = pipe();
+        let mut c = Client::new("fake", link, std::io::sink());
+        c.timeout = Duration::from_millis(300);
+        let t = Instant::now();
+        let e = c.info().unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(
+            matches!(e, BoardError::Timeout { received: 0, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("nothing arrived"), "{e}");
+        drop(board);
+    }
+
+    /// An endless stream without a delimiter that counts what was read.
+    struct Endless(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Read for Endless {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self
+                .0
+                .fetch_add(out.len(), std::sync::atomic::Ordering::SeqCst);
+            if n > 64 << 20 {
+                // Only an unbounded client gets here: fail instead of eating memory.
+                return Err(std::io::Error::other("the client read 64 MiB ahead"));
+            }
+            // At most 16 MB/s: an unbounded client is caught, not fatal.
+            std::thread::sleep(Duration::from_millis(1));
+            out.fill(0x5a);
+            Ok(out.len())
+        }
+    }
+
+    #[test]
+    fn a_board_sending_without_end_holds_bounded_memory_and_times_out() {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut c = Client::new("fake", Endless(count.clone()), std::io::sink());
+        // The reader thread runs ahead while nobody receives: bounded.
+        std::thread::sleep(Duration::from_millis(300));
+        let ahead = count.load(std::sync::atomic::Ordering::SeqCst);
+        let bound = (RX_QUEUE_CHUNKS + 2) * READ_CHUNK;
+        assert!(ahead <= bound, "read {ahead} bytes ahead, bound {bound}");
+        // A reply without a delimiter, of any length: a timeout that says so.
+        let t = Instant::now();
+        let e = c.recv(Duration::from_millis(500)).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        match &e {
+            BoardError::Timeout {
+                received, unframed, ..
+            } => assert!(*received > 0 && *unframed > MAX_RESPONSE_FRAME, "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(e.to_string().contains("without a frame delimiter"), "{e}");
+        // Still bounded after receiving for a while.
+        std::thread::sleep(Duration::from_millis(100));
+        let read = count.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(read < 64 << 20, "read {read}");
+    }
+
+    #[test]
+    fn control_characters_from_a_board_are_not_printed() {
+        let mut bytes = encode_frame(&Response::Info {
+            id: 1,
+            info: facemark_core::protocol::BoardInfo {
+                protocol: 1,
+                firmware_version: "1\x1b[2J",
+                board: "evil\r\nboard",
+                model_hash: 0,
+                network_hash: 0,
+                input_side: 96,
+                cost_unit: "ns",
+                model_error: Some("\x07bell"),
+            },
+        });
+        bytes.extend(encode_frame(&Response::Error {
+            id: 0,
+            kind: ErrorKind::Undecodable,
+        }));
+        let mut c = Client::new("fake", std::io::Cursor::new(bytes), std::io::sink());
+        c.timeout = Duration::from_secs(5);
+        let info = c.info().unwrap();
+        for s in [
+            &info.firmware_version,
+            &info.board,
+            info.model_error.as_ref().unwrap(),
+        ] {
+            assert!(!s.chars().any(char::is_control), "{s:?}");
+        }
     }
 }

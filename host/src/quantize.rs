@@ -187,6 +187,12 @@ impl QuantModel {
             layers: layers.into_iter().map(|(l, _)| l).collect(),
         };
         debug_assert_eq!(model.folded_biases(), folded);
+        // Boards refuse a file that breaks a bound their kernels rely on
+        // (a bias that could overflow an accumulator, a last-layer scale
+        // that could leave the output range): refuse it here, and say why.
+        if let Err(e) = facemark_core::Model::parse(&model.to_fmq()) {
+            bail!("the quantized model would be refused by the board: {e}");
+        }
         Ok(model)
     }
 
