@@ -8,6 +8,8 @@ use facemark_core::model::{FILE_LEN, HEADER_LEN, ModelError};
 use facemark_core::network::{LAYER_COUNT, LAYERS, NETWORK_HASH};
 use rand::{Rng, SeedableRng};
 
+mod qemu_common;
+
 fn valid_file() -> (QuantModel, Vec<u8>) {
     let w = FloatWeights::random(11, 0.05);
     let q = QuantModel::new(&w, &[4.0, 6.0, 8.0, 10.0, 12.0]).unwrap();
@@ -165,4 +167,242 @@ fn each_header_fault_has_its_own_error() {
     // Messages say where.
     assert!(with(0, b"GIF8", false).to_string().contains("offset 0"));
     assert_eq!(LAYER_COUNT, 6);
+}
+
+// --- Bounds the kernels rely on (issue 15): each refused with a valid CRC,
+// at its layer, channel and offset; each edge value just inside parses.
+
+/// The committed model, or (without it) the generated one.
+fn base_file() -> Vec<u8> {
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/facemark.fmq");
+    std::fs::read(committed).unwrap_or_else(|_| valid_file().1)
+}
+
+/// Layer `i`'s section offset.
+fn section(i: usize) -> usize {
+    HEADER_LEN
+        + LAYERS[..i]
+            .iter()
+            .map(facemark_core::model::section_len)
+            .sum::<usize>()
+}
+fn bias_at(i: usize, ch: usize) -> usize {
+    section(i) + 8 + 4 * ch
+}
+fn mult_at(i: usize, ch: usize) -> usize {
+    bias_at(i, ch) + 4 * LAYERS[i].out_ch
+}
+fn weight_at(i: usize, ch: usize, k: usize) -> usize {
+    section(i) + 8 + 12 * LAYERS[i].out_ch + ch * LAYERS[i].fan_in() + k
+}
+
+/// `f` with `bytes` at `at` and its CRC recomputed, parsed.
+fn edited(f: &[u8], edits: &[(usize, &[u8])]) -> Result<(), ModelError> {
+    let mut g = f.to_vec();
+    for &(at, bytes) in edits {
+        g[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+    rewrite_crc(&mut g);
+    Model::parse(&g).map(|_| ())
+}
+
+fn assert_out_of_bound(r: Result<(), ModelError>, layer: usize, channel: usize, offset: usize) {
+    match r {
+        Err(
+            e @ ModelError::OutOfBound {
+                layer: l,
+                channel: c,
+                offset: o,
+                ..
+            },
+        ) => {
+            assert_eq!((l, c, o), (layer, channel, offset), "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("layer {layer} channel {channel}"))
+                    && msg.contains(&format!("offset {offset}")),
+                "{msg}"
+            );
+            // It fits (and reads whole in) the board's `Info` reply.
+            assert!(msg.len() <= 160, "{} chars: {msg}", msg.len());
+        }
+        other => panic!(
+            "expected OutOfBound at layer {layer} channel {channel} offset {offset}, got {other:?}"
+        ),
+    }
+}
+
+#[test]
+fn base_model_parses_and_generators_stay_in_bound() {
+    let f = base_file();
+    Model::parse(&f).unwrap();
+    for seed in 0..4 {
+        let w = FloatWeights::random(seed, 0.05);
+        let q = QuantModel::new(&w, &[4.0, 6.0, 8.0, 10.0, 12.0]).unwrap();
+        Model::parse(&q.to_fmq()).unwrap();
+        assert!(q.layers.iter().all(|l| !l.kernel_weights.contains(&-128)));
+        Model::parse(&qemu_common::random_model(seed)).unwrap();
+    }
+}
+
+#[test]
+fn a_weight_of_minus_128_is_refused_and_minus_127_parses() {
+    let f = base_file();
+    for (i, l) in LAYERS.iter().enumerate() {
+        for (ch, k) in [(0, 0), (l.out_ch - 1, l.fan_in() - 1), (l.out_ch / 2, 3)] {
+            let at = weight_at(i, ch, k);
+            edited(&f, &[(at, &[0x81])]).unwrap();
+            edited(&f, &[(at, &[0x7f])]).unwrap();
+            assert_out_of_bound(edited(&f, &[(at, &[0x80])]), i, ch, at);
+        }
+    }
+}
+
+#[test]
+fn a_bias_that_could_overflow_an_accumulator_is_refused_at_its_edge() {
+    use facemark_core::model::max_abs_bias;
+    let f = base_file();
+    // The issue's file: i32::MAX at byte 40 (layer 0, bias 0).
+    assert_eq!(bias_at(0, 0), 40);
+    assert_out_of_bound(edited(&f, &[(40, &i32::MAX.to_le_bytes())]), 0, 0, 40);
+    for (i, l) in LAYERS.iter().enumerate() {
+        let max = max_abs_bias(l.fan_in());
+        assert_eq!(max, i32::MAX as i64 - 128 * 127 * l.fan_in() as i64);
+        let max = i32::try_from(max).unwrap();
+        for ch in [0, l.out_ch - 1] {
+            let at = bias_at(i, ch);
+            for v in [i32::MAX, i32::MIN, max + 1, -max - 1] {
+                assert_out_of_bound(edited(&f, &[(at, &v.to_le_bytes())]), i, ch, at);
+            }
+            // Just inside. The last layer's scale bound also reads the bias:
+            // give that channel a small enough scale.
+            let small = facemark_core::requant::Multiplier::from_f32(1e-9).unwrap();
+            for v in [max, -max] {
+                let mut edits: Vec<(usize, Vec<u8>)> = vec![(at, v.to_le_bytes().to_vec())];
+                if i + 1 == LAYER_COUNT {
+                    edits.push((mult_at(i, ch), small.mult.to_le_bytes().to_vec()));
+                    edits.push((
+                        mult_at(i, ch) + 4 * l.out_ch,
+                        small.shift.to_le_bytes().to_vec(),
+                    ));
+                }
+                let edits: Vec<(usize, &[u8])> =
+                    edits.iter().map(|(a, b)| (*a, b.as_slice())).collect();
+                edited(&f, &edits)
+                    .unwrap_or_else(|e| panic!("layer {i} channel {ch} bias {v}: {e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_last_layer_scale_that_could_leave_the_output_range_is_refused_at_its_edge() {
+    use facemark_core::model::{MAX_OUTPUT_UNIT, max_abs_dot, output_in_bound};
+    use facemark_core::requant::Multiplier;
+    let f = base_file();
+    let m = Model::parse(&f).unwrap();
+    let i = LAYER_COUNT - 1;
+    let l = LAYERS[i];
+    let put = |ch: usize, mult: Multiplier| {
+        let (a, b) = (mult.mult.to_le_bytes(), mult.shift.to_le_bytes());
+        edited(
+            &f,
+            &[(mult_at(i, ch), &a), (mult_at(i, ch) + 4 * l.out_ch, &b)],
+        )
+    };
+    for ch in [0, 7, l.out_ch - 1] {
+        let bias = m.layer(i).bias(ch);
+        let max_acc = bias.unsigned_abs() as f64 + max_abs_dot(l.fan_in()) as f64;
+        // The largest f32 scale within the bound, and the next one up.
+        let mut inside = (MAX_OUTPUT_UNIT as f64 / max_acc) as f32;
+        while !output_in_bound(inside, bias, l.fan_in()) {
+            inside = f32::from_bits(inside.to_bits() - 1);
+        }
+        while output_in_bound(f32::from_bits(inside.to_bits() + 1), bias, l.fan_in()) {
+            inside = f32::from_bits(inside.to_bits() + 1);
+        }
+        let outside = f32::from_bits(inside.to_bits() + 1);
+        assert!(inside as f64 * max_acc <= 1e4 && outside as f64 * max_acc > 1e4);
+        put(ch, Multiplier::from_f32(inside).unwrap()).unwrap();
+        let at = mult_at(i, ch);
+        assert_out_of_bound(put(ch, Multiplier::from_f32(outside).unwrap()), i, ch, at);
+        // The issue's: a scale of 2^128 (infinite keypoints), and 1e35.
+        let huge = Multiplier {
+            mult: 0x7fff_ff80,
+            shift: -128,
+        };
+        assert!(huge.is_valid());
+        assert_out_of_bound(put(ch, huge), i, ch, at);
+        assert_out_of_bound(
+            put(ch, Multiplier::from_f32(1e35 / 4e6).unwrap()),
+            i,
+            ch,
+            at,
+        );
+    }
+    // Hidden layers' multipliers requantize to int8 (saturating): any valid one is fine.
+    let big = Multiplier {
+        mult: 0x7fff_ff80,
+        shift: -120,
+    };
+    let (a, b) = (big.mult.to_le_bytes(), big.shift.to_le_bytes());
+    edited(
+        &f,
+        &[
+            (mult_at(4, 0), &a),
+            (mult_at(4, 0) + 4 * LAYERS[4].out_ch, &b),
+        ],
+    )
+    .unwrap();
+}
+
+#[test]
+fn worst_case_inside_every_bound_gives_finite_keypoints() {
+    // All weights -127, biases at their bound, the darkest image (every
+    // input -128): layer 0's accumulators reach exactly i32::MAX.
+    use facemark_core::model::{LayerParams, max_abs_bias, write};
+    use facemark_core::network::INPUT_LEN;
+    use facemark_core::requant::Multiplier;
+    let weights: Vec<Vec<i8>> = LAYERS.iter().map(|l| vec![-127; l.weight_len()]).collect();
+    let biases: Vec<Vec<i32>> = LAYERS
+        .iter()
+        .map(|l| vec![max_abs_bias(l.fan_in()) as i32; l.out_ch])
+        .collect();
+    let last_scale = 1e4 / (2.0 * i32::MAX as f32);
+    let mults: Vec<Vec<Multiplier>> = LAYERS
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let s = if i + 1 == LAYER_COUNT {
+                last_scale
+            } else {
+                1e-6
+            };
+            vec![Multiplier::from_f32(s).unwrap(); l.out_ch]
+        })
+        .collect();
+    let params: [LayerParams<'_>; LAYER_COUNT] = std::array::from_fn(|i| LayerParams {
+        in_zero_point: -128,
+        out_zero_point: -128,
+        bias: &biases[i],
+        multipliers: &mults[i],
+        weights: &weights[i],
+    });
+    let mut f = vec![0u8; FILE_LEN];
+    write(&params, &mut f).unwrap();
+    let m = Model::parse(&f).unwrap();
+    let mut arena = Box::new([0i8; facemark_core::network::ARENA_LEN]);
+    for image in [[0u8; INPUT_LEN], [255u8; INPUT_LEN]] {
+        let k = facemark_core::infer_with::<facemark_core::kernels::Portable>(
+            &m,
+            &image,
+            &mut arena,
+            |_, _| {},
+        );
+        assert!(
+            k.unit.iter().all(|v| v.is_finite() && v.abs() <= 1e4),
+            "{:?}",
+            k.unit
+        );
+    }
 }
