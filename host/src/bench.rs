@@ -36,6 +36,9 @@ pub enum BenchCommand {
     Host(crate::bench_host::BenchHostArgs),
     /// The firmware on the emulated board (QEMU -icount): instructions per inference and per MAC, flash and RAM.
     Board(crate::bench_board::BenchBoardArgs),
+    /// The Raspberry Pi binary's instructions per inference against tract's,
+    /// both built for aarch64 and counted under qemu-aarch64 (Pi 4 and Pi 5 cores).
+    Pi(crate::bench_pi::BenchPiArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -177,11 +180,28 @@ pub fn time_torch(args: &BenchTrainArgs) -> std::result::Result<f64, String> {
         .ok_or_else(|| format!("no seconds_per_batch in '{line}'"))
 }
 
+/// Says so on stderr when the machine is busy: timings, PyTorch's and
+/// onnxruntime's threads above all, are then not what an idle machine gives.
+pub fn warn_if_loaded() {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(load) = load
+        && load > 0.5 * cores as f64
+    {
+        eprintln!(
+            "warning: load average {load:.2} on {cores} cores: this machine is busy, and the figures will not be an idle machine's"
+        );
+    }
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
         BenchCommand::Train(a) => run_train(a),
         BenchCommand::Host(a) => crate::bench_host::run(a),
         BenchCommand::Board(a) => crate::bench_board::run(a),
+        BenchCommand::Pi(a) => crate::bench_pi::run(a),
     }
 }
 

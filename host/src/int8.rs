@@ -1,10 +1,9 @@
 //! The int8 model on the host: the board's arithmetic, bit for bit, with the
-//! host's SIMD kernels (`kernels_x86`) where the CPU has them.
+//! fastest kernel tier this CPU has (`facemark_core::kernels::detected`).
 
-use crate::kernels_x86::HostSimd;
 use anyhow::{Context, Result, ensure};
 use facemark_core::network::{ARENA_LEN, INPUT_LEN, OUTPUTS};
-use facemark_core::{Arena, Keypoints, Model, infer_with};
+use facemark_core::{Arena, Keypoints, Model, infer};
 use std::path::Path;
 
 /// A checked `.fmq` file held in memory.
@@ -64,9 +63,10 @@ impl Int8Model {
 }
 
 /// One inference on the host: the board's arithmetic with the host's
-/// fastest kernels ([`HostSimd`]: AVX2 where present, else portable).
+/// fastest kernel tier this CPU has (AVX-512 VNNI, AVX2, NEON with or
+/// without SDOT, else portable), detected once per process.
 pub fn infer_host(model: &Model<'_>, image: &[u8; INPUT_LEN], arena: &mut Arena) -> Keypoints {
-    infer_with::<HostSimd>(model, image, arena, |_, _| {})
+    infer(model, image, arena)
 }
 
 /// `facemark eval` on an `.fmq`: the board's arithmetic, run on the host.

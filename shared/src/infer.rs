@@ -172,3 +172,29 @@ const MAX_DENSE_OUT: usize = {
     }
     m
 };
+
+/// [`infer_with`] on the kernel tier `tier` (which must be
+/// [`available`](crate::kernels::Tier::available); others run the portable
+/// kernels): how benchmarks and parity tests run every tier of a build.
+pub fn infer_on(
+    tier: crate::kernels::Tier,
+    model: &Model<'_>,
+    image: &[u8; INPUT_LEN],
+    arena: &mut Arena,
+) -> Keypoints {
+    use crate::kernels::*;
+    let none = |_: usize, _: &[i8]| {};
+    match tier {
+        #[cfg(all(target_arch = "x86_64", feature = "std"))]
+        Tier::Avx512Vnni => infer_with::<Avx512Vnni>(model, image, arena, none),
+        #[cfg(all(target_arch = "x86_64", feature = "std"))]
+        Tier::Avx2 => infer_with::<Avx2>(model, image, arena, none),
+        #[cfg(target_arch = "aarch64")]
+        Tier::NeonDot => infer_with::<NeonDot>(model, image, arena, none),
+        #[cfg(target_arch = "aarch64")]
+        Tier::Neon => infer_with::<Neon>(model, image, arena, none),
+        #[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]
+        Tier::CortexMDsp => infer_with::<CortexMDsp>(model, image, arena, none),
+        _ => infer_with::<Portable>(model, image, arena, none),
+    }
+}

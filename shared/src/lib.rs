@@ -10,6 +10,9 @@
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "std")]
+extern crate std;
+
 pub mod crc32;
 pub mod frame;
 pub mod infer;
@@ -19,6 +22,8 @@ pub mod network;
 pub mod overlay;
 pub mod protocol;
 pub mod requant;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
-pub use infer::{Arena, Keypoints, arena_bytes, infer, infer_in_arena, infer_with};
+pub use infer::{Arena, Keypoints, arena_bytes, infer, infer_in_arena, infer_on, infer_with};
 pub use model::{Model, ModelError};

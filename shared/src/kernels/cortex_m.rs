@@ -11,7 +11,7 @@
 
 use super::{Kernels, Portable};
 use crate::model::LayerView;
-use crate::network::LAYERS;
+use crate::network::{LAYERS, Layer};
 use crate::requant::to_int8;
 use core::arch::asm;
 
@@ -362,6 +362,12 @@ macro_rules! dense_out {
 }
 
 impl Kernels for CortexMDsp {
+    const NAME: &'static str = "cortex-m-dsp";
+
+    fn specialised(layer: &Layer) -> bool {
+        !layer.is_conv() || matches!(layer.in_ch, 1 | 16 | 32 | 64)
+    }
+
     fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
         match l.layer.in_ch {
             16 => conv_row::<16>(l, input, first_row, py, out),

@@ -1,22 +1,9 @@
 //! The portable reference kernels: plain Rust, any target.
 
-use super::{Kernels, window_pixel};
+use super::{Kernels, MAX_CONV_IN_CH, window_pixel};
 use crate::model::LayerView;
-use crate::network::{LAYERS, LayerKind};
+use crate::network::Layer;
 use crate::requant::to_int8;
-
-/// Largest conv input channel count in the table (sizes the patch buffer).
-const MAX_CONV_IN_CH: usize = {
-    let mut m = 0;
-    let mut i = 0;
-    while i < LAYERS.len() {
-        if matches!(LAYERS[i].kind, LayerKind::ConvReluPool) && LAYERS[i].in_ch > m {
-            m = LAYERS[i].in_ch;
-        }
-        i += 1;
-    }
-    m
-};
 
 /// The reference kernels.
 pub struct Portable;
@@ -61,6 +48,12 @@ fn single_channel_row(
 }
 
 impl Kernels for Portable {
+    const NAME: &'static str = "portable";
+
+    fn specialised(layer: &Layer) -> bool {
+        !layer.is_conv() || layer.in_ch <= MAX_CONV_IN_CH
+    }
+
     fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
         if l.layer.in_ch == 1 {
             return single_channel_row(l, input, first_row, py, out);
