@@ -67,8 +67,9 @@ impl Link for FakeLink<'_> {
 }
 
 fn frame(req: &Request<'_>) -> Vec<u8> {
-    let mut scratch = vec![0u8; INPUT_LEN + 64];
-    let mut out = vec![0u8; encoded_len(INPUT_LEN + 64) + 1];
+    // Room for the wrong-size requests too (images up to INPUT_LEN + 199).
+    let mut scratch = vec![0u8; INPUT_LEN + 512];
+    let mut out = vec![0u8; encoded_len(INPUT_LEN + 512) + 1];
     encode(req, &mut scratch, &mut out).unwrap().to_vec()
 }
 
