@@ -174,14 +174,6 @@ fn scales(l: &LayerView<'_>, out: &mut [f32]) {
     }
 }
 
-/// Loads 16 bytes from `s[at..at + 16]`.
-#[inline(always)]
-fn load16(s: &[i8], at: usize) -> int8x16_t {
-    let s = &s[at..at + 16];
-    // SAFETY: 16 bytes (sliced above).
-    unsafe { vld1q_s8(s.as_ptr()) }
-}
-
 /// 4 * `N` accumulators: channels `co..co + N` x the 4 positions of the
 /// pool window whose band column starts at `base` (index `4 c + position`).
 #[inline(always)]
@@ -349,29 +341,43 @@ fn single_channel_row(
         scale[co / 4][co % 4] = ch.multiplier.to_f32().unwrap_or(0.0);
     }
     let (zp, floor) = (l.out_zero_point, l.out_floor());
-    for (px, o) in out.chunks_exact_mut(cout).take(side / 2).enumerate() {
-        // Patch row r: band row r, columns 2 px .. 2 px + 4 (padded coords).
-        let patch: [&[i16]; 4] = core::array::from_fn(|r| &band[r * stride + 2 * px..][..4]);
-        // SAFETY: NEON; each load reads the 4 values sliced above, or one
-        // packed tap, bias or scale row of 4.
-        unsafe {
-            let rows: [int16x4_t; 4] = core::array::from_fn(|r| vld1_s16(patch[r].as_ptr()));
-            for blk in 0..blocks {
-                let pw = &packed[blk];
-                let w: [int16x4_t; 9] = core::array::from_fn(|t| vld1_s16(pw[t].as_ptr()));
-                let b = vld1q_s32(bias[blk].as_ptr());
+    // Block-outer: a block's 9 taps, bias and scale stay in registers for
+    // the whole row (measured: 0.92M -> 0.55M instructions on the Pi 4's path).
+    for blk in 0..blocks {
+        let n = (cout - 4 * blk).min(4);
+        // SAFETY: NEON; loads of one packed tap, bias or scale row of 4.
+        let (w, b, sc) = unsafe {
+            let pw = &packed[blk];
+            let w: [int16x4_t; 9] = core::array::from_fn(|t| vld1_s16(pw[t].as_ptr()));
+            (
+                w,
+                vld1q_s32(bias[blk].as_ptr()),
+                vld1q_f32(scale[blk].as_ptr()),
+            )
+        };
+        for (px, o) in out.chunks_exact_mut(cout).take(side / 2).enumerate() {
+            // Patch row r: band row r, columns 2 px .. 2 px + 4 (padded coords).
+            let patch: [&[i16]; 4] = core::array::from_fn(|r| &band[r * stride + 2 * px..][..4]);
+            let o = &mut o[4 * blk..4 * blk + n];
+            // SAFETY: NEON; each load reads the 4 values sliced above; the
+            // 4-byte store writes the 4 channels of `o` (n == 4).
+            unsafe {
+                let rows: [int16x4_t; 4] = core::array::from_fn(|r| vld1_s16(patch[r].as_ptr()));
                 let (mut a0, mut a1, mut a2, mut a3) = (b, b, b, b);
                 single_taps!(a0, w, rows, 0, 0);
                 single_taps!(a1, w, rows, 0, 1);
                 single_taps!(a2, w, rows, 1, 0);
                 single_taps!(a3, w, rows, 1, 1);
                 let max = vmaxq_s32(vmaxq_s32(a0, a1), vmaxq_s32(a2, a3));
-                let q = requant4(max, vld1q_f32(scale[blk].as_ptr()), zp, floor);
+                let q = requant4(max, sc, zp, floor);
                 let q = vqmovn_s16(vcombine_s16(vqmovn_s32(q), vdup_n_s16(0)));
-                let mut bytes = [0i8; 8];
-                vst1_s8(bytes.as_mut_ptr(), q);
-                let n = (cout - 4 * blk).min(4);
-                o[4 * blk..4 * blk + n].copy_from_slice(&bytes[..n]);
+                if n == 4 {
+                    vst1_lane_s32::<0>(o.as_mut_ptr().cast(), vreinterpret_s32_s8(q));
+                } else {
+                    let mut bytes = [0i8; 8];
+                    vst1_s8(bytes.as_mut_ptr(), q);
+                    o.copy_from_slice(&bytes[..n]);
+                }
             }
         }
     }
@@ -383,34 +389,41 @@ fn dense<M: Mac>(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
     let n = l.layer.in_ch;
     let input = &input[..n];
     let body = n - n % 16;
-    let mut chans = l.channels().zip(out.iter_mut()).peekable();
-    while chans.peek().is_some() {
-        let mut rows: [Option<(&[i8], i32, &mut i32)>; 4] = [None, None, None, None];
-        for r in rows.iter_mut() {
-            *r = chans.next().map(|(ch, o)| (ch.weights, ch.bias, o));
-        }
+    let weights = l.weights();
+    let rows = out.len().min(l.layer.out_ch);
+    let mut r = 0;
+    while r < rows {
+        let k = (rows - r).min(4);
+        let w = &weights[r * n..(r + k) * n];
         // SAFETY: NEON is part of every aarch64 target.
         let mut acc = [unsafe { vdupq_n_s32(0) }; 4];
         for j in (0..body).step_by(16) {
-            let x = load16(input, j);
-            for (a, r) in acc.iter_mut().zip(&rows) {
-                if let Some((w, _, _)) = r {
-                    *a = M::mac(*a, x, load16(w, j));
+            // SAFETY: j + 16 <= body <= n, and row i < k lies in `w`.
+            unsafe {
+                let x = vld1q_s8(input.as_ptr().add(j));
+                if k == 4 {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = M::mac(*a, x, vld1q_s8(w.as_ptr().add(i * n + j)));
+                    }
+                } else {
+                    for (i, a) in acc.iter_mut().enumerate().take(k) {
+                        *a = M::mac(*a, x, vld1q_s8(w.as_ptr().add(i * n + j)));
+                    }
                 }
             }
         }
-        for (a, r) in acc.iter().zip(rows) {
-            if let Some((w, bias, o)) = r {
-                let tail: i32 = input[body..]
-                    .iter()
-                    .zip(&w[body..])
-                    .map(|(&x, &w)| x as i32 * w as i32)
-                    .sum();
-                // SAFETY: NEON is part of every aarch64 target.
-                let simd = unsafe { vaddvq_s32(*a) };
-                *o = bias.wrapping_add(simd).wrapping_add(tail);
-            }
+        for (i, a) in acc.iter().enumerate().take(k) {
+            let wi = &w[i * n..(i + 1) * n];
+            let tail: i32 = input[body..]
+                .iter()
+                .zip(&wi[body..])
+                .map(|(&x, &w)| x as i32 * w as i32)
+                .sum();
+            // SAFETY: NEON is part of every aarch64 target.
+            let simd = unsafe { vaddvq_s32(*a) };
+            out[r + i] = l.bias(r + i).wrapping_add(simd).wrapping_add(tail);
         }
+        r += k;
     }
 }
 
