@@ -122,7 +122,9 @@ pub fn to_int8(acc: i32, m: Multiplier, zero_point: i32, floor: i32) -> i8 {
 pub fn to_int8_reference(acc: i32, m: Multiplier, zero_point: i32, floor: i32) -> i8 {
     // Saturating: a zero point outside int8 (which no model view admits)
     // must not overflow in a debug build.
-    requantize(acc, m).saturating_add(zero_point).clamp(floor, 127) as i8
+    requantize(acc, m)
+        .saturating_add(zero_point)
+        .clamp(floor, 127) as i8
 }
 
 /// `requantize(acc, m)` when its magnitude is below 256; +-256 when it is
