@@ -28,7 +28,7 @@ pub const MAX_DENSE_IN: usize = 600;
 pub const SINGLE_SIDE: usize = 96;
 
 const INPUT_LEN: usize = {
-    // Side 24 only where the band fits (`wide_side`); 12 for the rest.
+    // Side 24 only where the band fits (see `conv_case`); 12 for the rest.
     let a = MAX_SIDE * MAX_SIDE * (MAX_BAND / (4 * (MAX_SIDE + 2)));
     let a = if a > 12 * 12 * MAX_CIN {
         a
@@ -256,8 +256,8 @@ pub fn check<K: Kernels>(seed: u32, cases: usize, s: &mut Scratch) -> Report {
 }
 
 fn conv_case<K: Kernels>(rng: &mut Rng, r: &mut Report, s: &mut Scratch, cin: usize, case: usize) {
-    // Side 24 (12 windows a row) is where the AVX-512 tier switches to
-    // broadcast loops: taken wherever the SIMD tiers' row band fits.
+    // Side 24 (12 windows a row) wherever the SIMD tiers' row band holds
+    // it: long rows exercise the band offsets far from its start.
     let wide = if 4 * (MAX_SIDE + 2) * cin <= MAX_BAND {
         MAX_SIDE
     } else {

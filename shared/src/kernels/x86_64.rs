@@ -4,12 +4,16 @@
 //!   and adds them to 16 int32 lanes in one instruction. Activations are
 //!   made unsigned by flipping their sign bit (`x + 128`, exact), and the
 //!   `128 * sum(w)` this adds is taken off each channel's bias once per
-//!   row. Each kernel row of a position (3 pixels x `in_ch`, contiguous in
-//!   the padded band and in the weights) is one to three 64-byte steps; the
-//!   16 accumulators of 4 channels x 4 pool positions are summed by one
-//!   transposing tree, and requantization runs 16 channels at a time in
-//!   f32, which is the rule itself (see [`requant16`]).
-//! - [`Avx2`]: the same loops with int16 operands and `vpmaddwd` (16 MACs).
+//!   row. Layers of whole 4-channel groups put 16 output channels in a
+//!   vector and broadcast each group of an input pixel against weights
+//!   packed once per row (`broadcast_row`: no horizontal sums); others run
+//!   each kernel row of a position (3 pixels x `in_ch`, contiguous in the
+//!   padded band and in the weights) as 64-byte steps and sum the 16
+//!   accumulators of 4 channels x 4 pool positions with one transposing
+//!   tree (`conv_row`). Requantization runs 16 channels at a time in f32,
+//!   which is the rule itself (see `requant16`).
+//! - [`Avx2`]: the transposing loops with int16 operands and `vpmaddwd`
+//!   (16 MACs an instruction).
 //!
 //! Integer sums are exact (no saturating instruction is used), so both are
 //! bit-exact with [`Portable`]; the conformance suite (`testkit`) checks it.
@@ -349,19 +353,12 @@ mod vnni {
     /// of stack: the seed network's conv 4).
     const PACKED_MAX: usize = 9 * 16 * 8 * 64;
 
-    /// Whether [`broadcast_row`] takes the layer: whole 4-channel groups,
-    /// packed weights that fit, and enough windows per row (12 or more) to
-    /// repay packing them (measured: conv 2 and 3 of the seed network; conv
-    /// 4, with 6 windows a row and 64 input channels, stays on
-    /// [`conv_row`]).
+    /// Whether [`broadcast_row`] takes the layer: whole 4-channel groups
+    /// and packed weights that fit (every conv of the seed network but the
+    /// one-channel first); others take [`conv_row`].
     pub(super) fn broadcast_pays(l: &Layer) -> bool {
-        l.in_ch.is_multiple_of(4)
-            && l.in_side / 2 >= WIDE_ROW
-            && 9 * (l.in_ch / 4) * l.out_ch.div_ceil(16) * 64 <= PACKED_MAX
+        l.in_ch.is_multiple_of(4) && 9 * (l.in_ch / 4) * l.out_ch.div_ceil(16) * 64 <= PACKED_MAX
     }
-
-    /// Windows per row from which packing pays (see [`broadcast_pays`]).
-    pub(super) const WIDE_ROW: usize = 1;
 
     /// Conv with 16 output channels per vector and no horizontal sums: each
     /// 4-channel group of a tap's input pixel is broadcast to all lanes and
