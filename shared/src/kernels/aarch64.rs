@@ -18,7 +18,8 @@
 //! checked by the conformance suite under `qemu-aarch64` on both paths.
 
 use super::{
-    Kernels, MAX_BAND, MAX_CONV_OUT_CH, MAX_DENSE_IN, MAX_SINGLE_SIDE, Portable, fill_band,
+    Kernels, MAX_BAND, MAX_CONV_OUT_CH, MAX_DENSE_IN, MAX_SINGLE_SIDE, Portable, channel_scales,
+    fill_band,
 };
 use crate::model::LayerView;
 use crate::network::Layer;
@@ -168,12 +169,6 @@ fn requant4(acc: int32x4_t, scale: float32x4_t, zp: i32, floor: i32) -> int32x4_
     }
 }
 
-fn scales(l: &LayerView<'_>, out: &mut [f32]) {
-    for (s, ch) in out.iter_mut().zip(l.channels()) {
-        *s = ch.multiplier.to_f32().unwrap_or(0.0);
-    }
-}
-
 /// 4 * `N` accumulators: channels `co..co + N` x the 4 positions of the
 /// pool window whose band column starts at `base` (index `4 c + position`).
 #[inline(always)]
@@ -243,7 +238,7 @@ fn conv_row_cin<M: Mac, const CIN: usize>(
     let band = &mut band[..4 * stride];
     fill_band(l, input, first_row, py, band, |x| x);
     let mut scale = [0f32; MAX_CONV_OUT_CH];
-    scales(l, &mut scale[..cout]);
+    channel_scales(l, &mut scale[..cout]);
     let mut bias = [0i32; MAX_CONV_OUT_CH];
     for (b, ch) in bias.iter_mut().zip(l.channels()) {
         *b = ch.bias;

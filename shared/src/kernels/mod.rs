@@ -274,6 +274,19 @@ pub const MAX_DENSE_IN: usize = {
     m
 };
 
+/// Each channel's requantization factor as the f32 it stands for (valid
+/// multipliers, which the layer view guarantees, are exact f32 values): the
+/// SIMD tiers requantize in f32 vectors.
+#[cfg_attr(
+    not(any(target_arch = "aarch64", all(target_arch = "x86_64", feature = "std"))),
+    allow(dead_code)
+)]
+fn channel_scales(l: &LayerView<'_>, out: &mut [f32]) {
+    for (s, ch) in out.iter_mut().zip(l.channels()) {
+        *s = ch.multiplier.to_f32().unwrap_or(0.0);
+    }
+}
+
 /// The 4 input rows under pool row `py` (rows `2py - 1 ..= 2py + 2`), each
 /// with one pixel of padding left and right, as `f` of each value (`pad`,
 /// the zero point's image, where the padding is): `4 * (side + 2) * in_ch`

@@ -19,7 +19,8 @@
 //! bit-exact with [`Portable`]; the conformance suite (`testkit`) checks it.
 
 use super::{
-    Kernels, MAX_BAND, MAX_CONV_OUT_CH, MAX_DENSE_IN, MAX_SINGLE_SIDE, Portable, fill_band,
+    Kernels, MAX_BAND, MAX_CONV_OUT_CH, MAX_DENSE_IN, MAX_SINGLE_SIDE, Portable, channel_scales,
+    fill_band,
 };
 use crate::model::LayerView;
 use crate::network::Layer;
@@ -129,14 +130,6 @@ impl Kernels for Avx2 {
             l.in_ch <= MAX_DENSE_IN
         };
         fits && has_avx2()
-    }
-}
-
-/// Each channel's requantization factor as the f32 it stands for.
-fn scales(l: &LayerView<'_>, out: &mut [f32]) {
-    for (s, ch) in out.iter_mut().zip(l.channels()) {
-        // Valid multipliers (checked by the model view) are exact f32 values.
-        *s = ch.multiplier.to_f32().unwrap_or(0.0);
     }
 }
 
@@ -318,7 +311,7 @@ mod vnni {
         let mut corr = [0i32; MAX_CONV_OUT_CH];
         let mut scale = [0f32; MAX_CONV_OUT_CH];
         corrections(l, &mut corr[..cout]);
-        scales(l, &mut scale[..cout]);
+        channel_scales(l, &mut scale[..cout]);
         let (zp, floor) = (l.out_zero_point, l.out_floor());
         let weights = l.weights();
         let mut maxes = [0i32; MAX_CONV_OUT_CH];
@@ -419,7 +412,7 @@ mod vnni {
         let mut corr = [0i32; MAX_CONV_OUT_CH + 16];
         let mut scale = [0f32; MAX_CONV_OUT_CH + 16];
         corrections(l, &mut corr[..cout]);
-        scales(l, &mut scale[..cout]);
+        channel_scales(l, &mut scale[..cout]);
         let (zp, floor) = (l.out_zero_point, l.out_floor());
         let packed = &packed.0[..9 * groups * blocks * 16];
         for (px, o) in out.chunks_exact_mut(cout).take(side / 2).enumerate() {
@@ -525,7 +518,7 @@ mod vnni {
         let mut corr = [0i32; 64];
         let mut scale = [0f32; 64];
         corrections(l, &mut corr[..cout]);
-        scales(l, &mut scale[..cout]);
+        channel_scales(l, &mut scale[..cout]);
         let (zp, floor) = (l.out_zero_point, l.out_floor());
         let word = |at: usize| -> i32 {
             // SAFETY: `at + 4 <= band.len()` (BAND_SPARE after the last tap).
@@ -726,7 +719,7 @@ mod avx2 {
         let band = &mut band.0[..4 * stride];
         fill_band(l, input, first_row, py, band, |x| x as i16);
         let mut scale = [0f32; MAX_CONV_OUT_CH];
-        scales(l, &mut scale[..cout]);
+        channel_scales(l, &mut scale[..cout]);
         let bias: [i32; MAX_CONV_OUT_CH] =
             core::array::from_fn(|c| if c < cout { l.bias(c) } else { 0 });
         let (zp, floor) = (l.out_zero_point, l.out_floor());
@@ -792,7 +785,7 @@ mod avx2 {
             }
         }
         let mut scale = [0f32; MAX_CONV_OUT_CH];
-        scales(l, &mut scale[..cout]);
+        channel_scales(l, &mut scale[..cout]);
         let (zp, floor) = (l.out_zero_point, l.out_floor());
         let pair = |at: usize| -> i32 {
             let p = &band[at..at + 2];
