@@ -102,8 +102,6 @@ macro_rules! conv_max {
 pub const MAX_CONV_IN_CH: usize = conv_max!(|l| l.in_ch);
 /// Largest conv output channel count in the table.
 pub const MAX_CONV_OUT_CH: usize = conv_max!(|l| l.out_ch);
-/// Largest conv input row (pixels x channels) in the table.
-pub const MAX_CONV_IN_ROW: usize = conv_max!(|l| l.in_side * l.in_ch);
 /// Largest input side of a one-channel conv in the table.
 pub const MAX_SINGLE_SIDE: usize = conv_max!(|l| if l.in_ch == 1 { l.in_side } else { 0 });
 /// Bytes of the 4 padded input rows under one row of pool windows, for the
