@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, ensure};
 use facemark_core::network::{ARENA_LEN, INPUT_LEN, OUTPUTS};
-use facemark_core::{Arena, Keypoints, Model, infer};
+use facemark_core::{Model, infer};
 use std::path::Path;
 
 /// A checked `.fmq` file held in memory.
@@ -53,20 +53,14 @@ impl Int8Model {
                     for (im, o) in ims.iter().zip(outs) {
                         let image: &[u8; INPUT_LEN] =
                             (*im).try_into().expect("length checked above");
-                        *o = infer_host(&model, image, &mut arena).unit;
+                        // `infer` runs the fastest tier this CPU has (detected once).
+                        *o = infer(&model, image, &mut arena).unit;
                     }
                 });
             }
         });
         Ok(out)
     }
-}
-
-/// One inference on the host: the board's arithmetic with the host's
-/// fastest kernel tier this CPU has (AVX-512 VNNI, AVX2, NEON with or
-/// without SDOT, else portable), detected once per process.
-pub fn infer_host(model: &Model<'_>, image: &[u8; INPUT_LEN], arena: &mut Arena) -> Keypoints {
-    infer(model, image, arena)
 }
 
 /// `facemark eval` on an `.fmq`: the board's arithmetic, run on the host.
