@@ -7,7 +7,7 @@
 
 use arbitrary::Arbitrary;
 use facemark_core::Model;
-use facemark_core::model::{FILE_LEN, HEADER_LEN, MAX_OUTPUT_UNIT, max_abs_bias, section_len};
+use facemark_core::model::{HEADER_LEN, Layout, MAX_OUTPUT_UNIT, max_abs_bias};
 use facemark_core::network::{ARENA_LEN, INPUT_LEN, LAYER_COUNT, LAYERS};
 use facemark_core::requant::Multiplier;
 use libfuzzer_sys::fuzz_target;
@@ -25,6 +25,8 @@ enum Field {
     Weight(u32),
     /// A byte anywhere in the payload.
     Byte(u32),
+    /// A header byte (the weight types among them).
+    Header(u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -64,12 +66,10 @@ enum Image {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
+    /// The base model: int8, or with dense layer 1 in int4.
+    int4: bool,
     edits: Vec<Edit>,
     image: Image,
-}
-
-fn section(i: usize) -> usize {
-    HEADER_LEN + LAYERS[..i].iter().map(section_len).sum::<usize>()
 }
 
 fn i32_at(f: &[u8], o: usize) -> i32 {
@@ -80,16 +80,17 @@ fn put(f: &mut [u8], o: usize, v: i32) {
     f[o..o + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-fn apply(f: &mut [u8], e: &Edit) {
+fn apply(f: &mut [u8], layout: &Layout, e: &Edit) {
     let i = e.layer as usize % LAYER_COUNT;
     let l = LAYERS[i];
     let c = l.out_ch;
     let fan = l.fan_in();
-    let off = section(i);
-    let bias_off = off + 8;
-    let mult_off = bias_off + 4 * c;
-    let shift_off = mult_off + 4 * c;
-    let w_off = shift_off + 4 * c;
+    let sec = &layout.sections[i];
+    let off = sec.start;
+    let bias_off = sec.bias.start;
+    let mult_off = sec.mult.start;
+    let shift_off = sec.shift.start;
+    let w_off = sec.weights.start;
     let scale_of = |v: &Value, f: &[u8], ch: usize| -> Option<Multiplier> {
         match *v {
             Value::Scale { exp, frac } => {
@@ -130,16 +131,31 @@ fn apply(f: &mut [u8], e: &Edit) {
             }
         }
         Field::Weight(k) => {
-            f[w_off + k as usize % l.weight_len()] = word(&e.value) as u8;
+            f[w_off + k as usize % sec.weights.len()] = word(&e.value) as u8;
         }
         Field::Byte(k) => {
-            f[HEADER_LEN + k as usize % (FILE_LEN - 4 - HEADER_LEN)] = word(&e.value) as u8;
+            f[HEADER_LEN + k as usize % (layout.file_len - 4 - HEADER_LEN)] = word(&e.value) as u8;
         }
+        Field::Header(k) => f[k as usize % HEADER_LEN] = word(&e.value) as u8,
+    }
+}
+
+struct Base {
+    bytes: Vec<u8>,
+    layout: Layout,
+}
+
+impl Base {
+    fn new(bytes: Vec<u8>) -> Self {
+        let layout = Model::parse(&bytes)
+            .expect("the base model parses")
+            .layout();
+        Self { bytes, layout }
     }
 }
 
 struct State {
-    base: Vec<u8>,
+    bases: [Base; 2],
     work: Vec<u8>,
     arena: Box<facemark_core::Arena>,
 }
@@ -148,19 +164,21 @@ static STATE: Mutex<Option<State>> = Mutex::new(None);
 
 fuzz_target!(|input: Input| {
     let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let st = guard.get_or_insert_with(|| {
-        let base = facemark_fuzz::base_model();
-        State {
-            work: base.clone(),
-            base,
-            arena: Box::new([0; ARENA_LEN]),
-        }
+    let st = guard.get_or_insert_with(|| State {
+        bases: [
+            Base::new(facemark_fuzz::base_model()),
+            Base::new(facemark_fuzz::base_model_int4()),
+        ],
+        work: Vec::new(),
+        arena: Box::new([0; ARENA_LEN]),
     });
-    // Restore what the last input changed (every edit touches one payload
-    // word or byte; restoring the payload wholesale is simplest).
-    st.work.copy_from_slice(&st.base);
+    // Restore what the last input changed (restoring the file wholesale is
+    // simplest).
+    let base = &st.bases[input.int4 as usize];
+    st.work.clear();
+    st.work.extend_from_slice(&base.bytes);
     for e in input.edits.iter().take(16) {
-        apply(&mut st.work, e);
+        apply(&mut st.work, &base.layout, e);
     }
     facemark_fuzz::fix_crc(&mut st.work);
     let Ok(model) = Model::parse(&st.work) else {

@@ -1,11 +1,12 @@
 //! `Model::parse` on raw bytes never panics; what it accepts reads back.
 //! The first byte picks a mode: raw bytes as they are, or the bytes laid
-//! over a valid header and padded/cut to the file's length with the CRC
-//! recomputed (so the per-layer checks see fuzzed values).
+//! over a valid header (of an int8 model or one with int4 weights) and
+//! padded/cut to the file's length with the CRC recomputed (so the
+//! per-layer checks see fuzzed values).
 #![no_main]
 
 use facemark_core::Model;
-use facemark_core::model::{FILE_LEN, HEADER_LEN, MAX_ABS_WEIGHT, bias_in_bound};
+use facemark_core::model::{HEADER_LEN, bias_in_bound};
 use facemark_core::network::LAYERS;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -18,11 +19,12 @@ fn check(m: &Model<'_>) {
             assert!(ch.multiplier.is_valid());
             assert!(bias_in_bound(ch.bias, layer.fan_in()));
             assert_eq!(ch.bias, v.bias(c));
-            assert!(
-                ch.weights
-                    .iter()
-                    .all(|&w| (w as i64).abs() <= MAX_ABS_WEIGHT)
-            );
+            let max = v.weight_type.max_abs();
+            if c % 16 == 0 {
+                for k in 0..layer.fan_in() {
+                    assert!((v.weight(c, k) as i32).abs() <= max);
+                }
+            }
         }
     }
 }
@@ -38,19 +40,26 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     }
+    // Bit 1 picks the base: the int8 model or one with an int4 dense layer.
     static BASE: OnceLock<Vec<u8>> = OnceLock::new();
-    let base = BASE.get_or_init(facemark_fuzz::base_model);
+    static BASE4: OnceLock<Vec<u8>> = OnceLock::new();
+    let base = if mode & 2 == 0 {
+        BASE.get_or_init(facemark_fuzz::base_model)
+    } else {
+        BASE4.get_or_init(facemark_fuzz::base_model_int4)
+    };
+    let file_len = base.len();
     let mut f = base.clone();
     // Header kept; `rest[3..]` laid over the payload at the offset that
     // `rest[..3]` gives (24 bits, little-endian, from the payload's start).
     let (at, body) = match rest {
         [a, b, c, body @ ..] => {
             let o = u32::from_le_bytes([*a, *b, *c, 0]) as usize;
-            (HEADER_LEN + o % (FILE_LEN - 4 - HEADER_LEN), body)
+            (HEADER_LEN + o % (file_len - 4 - HEADER_LEN), body)
         }
         _ => (HEADER_LEN, rest),
     };
-    let n = body.len().min(FILE_LEN - 4 - at);
+    let n = body.len().min(file_len - 4 - at);
     f[at..at + n].copy_from_slice(&body[..n]);
     facemark_fuzz::fix_crc(&mut f);
     if let Ok(m) = Model::parse(&f) {

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod eval;
 pub mod export;
 pub mod image_io;
+pub mod int4;
 pub mod int8;
 pub mod model;
 pub mod onnx;

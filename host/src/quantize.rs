@@ -13,7 +13,7 @@
 
 use crate::weights::FloatWeights;
 use anyhow::{Result, bail, ensure};
-use facemark_core::model::{self, FILE_LEN, INPUT_ZERO_POINT, LayerParams};
+use facemark_core::model::{self, INPUT_ZERO_POINT, LayerParams, WeightType};
 use facemark_core::network::{LAYER_COUNT, LAYERS};
 use facemark_core::requant::Multiplier;
 use std::fmt::Write;
@@ -40,6 +40,32 @@ pub struct QuantLayer {
     pub multipliers: Vec<Multiplier>,
     /// Last layer: f32 scale of each output accumulator.
     pub out_scales: Vec<f32>,
+    /// How the `.fmq` stores the weights (int4 values lie in [-7, 7]).
+    pub weight_type: WeightType,
+}
+
+/// Weights chosen elsewhere for one layer (int4, by `crate::int4`):
+/// per-channel scales and integers in the kernel order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChosenWeights {
+    pub layer: usize,
+    pub weight_type: WeightType,
+    pub scales: Vec<f32>,
+    pub kernel_weights: Vec<i8>,
+}
+
+/// Layer `layer`'s float weights in the kernel order, one row of `fan_in`
+/// per output channel.
+pub fn kernel_rows(w: &FloatWeights, layer: usize) -> Vec<f32> {
+    let l = &LAYERS[layer];
+    let fan = l.fan_in();
+    let mut rows = vec![0f32; l.weight_len()];
+    for o in 0..l.out_ch {
+        for k in 0..fan {
+            rows[o * fan + k] = w.layers[layer].weight[layouts(layer, o, k).0];
+        }
+    }
+    rows
 }
 
 /// The quantized network.
@@ -80,7 +106,41 @@ impl QuantModel {
     /// Quantizes `w` with `act_max[i]` the calibrated maximum of layer `i`'s
     /// (post-ReLU) output, for every layer but the last.
     pub fn new(w: &FloatWeights, act_max: &[f32]) -> Result<Self> {
+        Self::with_weights(w, act_max, &[])
+    }
+
+    /// As [`new`](Self::new), with the weights of some layers chosen
+    /// elsewhere (int4 layers).
+    pub fn with_weights(
+        w: &FloatWeights,
+        act_max: &[f32],
+        chosen: &[ChosenWeights],
+    ) -> Result<Self> {
         w.check()?;
+        for c in chosen {
+            let Some(l) = LAYERS.get(c.layer) else {
+                bail!(
+                    "layer {} is not in the network ({LAYER_COUNT} layers)",
+                    c.layer
+                );
+            };
+            ensure!(
+                c.weight_type.fits(l),
+                "layer {} ({:?}, fan-in {}) cannot hold {} weights: int4 needs a dense layer with a fan-in that is a multiple of 8",
+                c.layer,
+                l.kind,
+                l.fan_in(),
+                c.weight_type.name()
+            );
+            let max = c.weight_type.max_abs() as i8;
+            ensure!(
+                c.scales.len() == l.out_ch
+                    && c.kernel_weights.len() == l.weight_len()
+                    && c.kernel_weights.iter().all(|q| (-max..=max).contains(q)),
+                "layer {}: chosen weights do not fit the layer",
+                c.layer
+            );
+        }
         ensure!(
             act_max.len() == LAYER_COUNT - 1,
             "need {} activation ranges, got {}",
@@ -98,16 +158,25 @@ impl QuantModel {
             let mut kernel_weights = vec![0i8; l.weight_len()];
             let mut bias = Vec::with_capacity(l.out_ch);
             let mut folded = Vec::with_capacity(l.out_ch);
+            let given = chosen.iter().find(|c| c.layer == li);
             for o in 0..l.out_ch {
-                let amax = (0..fan)
-                    .map(|k| lw.weight[layouts(li, o, k).0].abs())
-                    .fold(0f32, f32::max);
-                let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+                let s = match given {
+                    Some(c) => c.scales[o],
+                    None => {
+                        let amax = (0..fan)
+                            .map(|k| lw.weight[layouts(li, o, k).0].abs())
+                            .fold(0f32, f32::max);
+                        if amax > 0.0 { amax / 127.0 } else { 1.0 }
+                    }
+                };
                 weight_scales.push(s);
                 let mut sum = 0i64;
                 for k in 0..fan {
                     let (f, on) = layouts(li, o, k);
-                    let q = (lw.weight[f] / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+                    let q = match given {
+                        Some(c) => c.kernel_weights[o * fan + k],
+                        None => (lw.weight[f] / s).round_ties_even().clamp(-127.0, 127.0) as i8,
+                    };
                     onnx_weights[on] = q;
                     kernel_weights[o * fan + k] = q;
                     sum += q as i64;
@@ -174,6 +243,7 @@ impl QuantModel {
                     out_zero_point,
                     multipliers,
                     out_scales,
+                    weight_type: given.map_or(WeightType::Int8, |c| c.weight_type),
                 },
                 folded,
             ));
@@ -226,9 +296,10 @@ impl QuantModel {
                 bias: &folded[i],
                 multipliers: &q.multipliers,
                 weights: &q.kernel_weights,
+                weight_type: q.weight_type,
             }
         });
-        let mut out = vec![0u8; FILE_LEN];
+        let mut out = vec![0u8; model::layout_of(&params).file_len];
         model::write(&params, &mut out).expect("parameter lengths come from the network table");
         out
     }
@@ -246,13 +317,15 @@ impl QuantModel {
                 .weight_scales
                 .iter()
                 .fold((f32::MAX, 0f32), |(a, b), &s| (a.min(s), b.max(s)));
-            let sat = q.kernel_weights.iter().filter(|&&w| w.abs() == 127).count();
+            let max = q.weight_type.max_abs() as i8;
+            let sat = q.kernel_weights.iter().filter(|&&w| w.abs() == max).count();
             let _ = write!(
                 s,
-                "layer {i} {:?} {}->{}: weight scales {lo:.3e}..{hi:.3e}, {} weights ({sat} at +-127)",
+                "layer {i} {:?} {}->{}: {} weight scales {lo:.3e}..{hi:.3e}, {} weights ({sat} at +-{max})",
                 l.kind,
                 l.in_ch,
                 l.out_ch,
+                q.weight_type.name(),
                 q.kernel_weights.len()
             );
             if i + 1 < self.layers.len() {

@@ -1,59 +1,266 @@
 //! The model file (`.fmq`): a checked, zero-copy view over bytes in flash.
 //!
-//! Layout, all little-endian:
+//! Layout, all little-endian (every field's bytes are named once, in
+//! [`field`], and every section's by [`Layout`]; the parser, the layer view
+//! and the writer all read them from there):
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `FMKQ` |
-//! | 4 | 2 | format version (1) |
-//! | 6 | 2 | header length (32) |
+//! | 4 | 2 | format version (2) |
+//! | 6 | 2 | header length ([`HEADER_LEN`]: 32 + the weight types padded to 4) |
 //! | 8 | 8 | network hash ([`NETWORK_HASH`]) |
 //! | 16 | 2 | layer count |
 //! | 18 | 2 | reserved, 0 |
 //! | 20 | 4 | payload length |
 //! | 24 | 8 | reserved, 0 |
-//! | 32 | payload | one section per layer, in table order |
+//! | 32 | layer count | each layer's weight type: bits per weight, 8 or 4 ([`WeightType`]) |
+//! | | to 4 | zero padding |
+//! | header length | payload | one section per layer, in table order |
 //! | end - 4 | 4 | CRC-32 of everything before it |
 //!
 //! A layer section: `in_zero_point: i32`, `out_zero_point: i32`, then per
 //! output channel `bias: i32` (zero point folded in:
 //! `bias - in_zero_point * sum(weights)`), then `mult: i32`, then
-//! `shift: i32`, then the int8 weights, then zero padding to 4 bytes.
+//! `shift: i32`, then the weights, then zero padding to 4 bytes.
 //! Weights: conv `[out][ky][kx][in]`, dense `[out][in]` with `in` in the order
-//! the previous layer stores its output (HWC). For the last layer, `mult` and
-//! `shift` hold the float dequantization scale of the accumulator.
+//! the previous layer stores its output (HWC). int8 weights are one byte
+//! each, in [-127, 127]. int4 weights (dense layers whose fan-in is a
+//! multiple of 8) are in [-7, 7], two a byte, each channel's in groups of 8
+//! in 4 bytes: byte `j` of a group holds weight `j` in its high nibble and
+//! weight `j + 4` in its low nibble (see [`pack_int4`]), so that one 32-bit
+//! load and two masks give a Cortex-M's SXTB16 both halves in the order
+//! it extracts int8 inputs. For the last layer, `mult` and `shift` hold the
+//! float dequantization scale of the accumulator.
+//!
+//! Version 1 (no weight types, int8 only) is refused with both versions
+//! named: re-run `facemark quantize`.
 
 use crate::crc32::crc32;
 use crate::network::{LAYER_COUNT, LAYERS, Layer, NETWORK_HASH};
 use crate::requant::Multiplier;
 use core::fmt;
+use core::ops::Range;
 
 pub const MAGIC: [u8; 4] = *b"FMKQ";
-pub const FORMAT_VERSION: u16 = 1;
-pub const HEADER_LEN: usize = 32;
+pub const FORMAT_VERSION: u16 = 2;
 pub const CRC_LEN: usize = 4;
 /// Zero point of the input image: a pixel `p` is the int8 `p - 128`, scale 1/255.
 pub const INPUT_ZERO_POINT: i32 = -128;
 
-/// Bytes of one layer's section.
-pub const fn section_len(l: &Layer) -> usize {
-    let raw = 8 + 12 * l.out_ch + l.weight_len();
-    (raw + 3) & !3
+/// The header's fields, each named once.
+pub mod field {
+    use core::ops::Range;
+    pub const MAGIC: Range<usize> = 0..4;
+    pub const VERSION: Range<usize> = 4..6;
+    pub const HEADER_LEN: Range<usize> = 6..8;
+    pub const NETWORK_HASH: Range<usize> = 8..16;
+    pub const LAYER_COUNT: Range<usize> = 16..18;
+    pub const RESERVED_A: Range<usize> = 18..20;
+    pub const PAYLOAD_LEN: Range<usize> = 20..24;
+    pub const RESERVED_B: Range<usize> = 24..32;
+    /// One byte per layer, then zero padding up to [`super::HEADER_LEN`].
+    pub const WEIGHT_TYPES: usize = 32;
 }
 
-const fn payload_len() -> usize {
-    let mut s = 0;
-    let mut i = 0;
-    while i < LAYER_COUNT {
-        s += section_len(&LAYERS[i]);
-        i += 1;
-    }
-    s
+/// Header bytes: the fixed 32 and the weight types, padded to 4.
+pub const HEADER_LEN: usize = field::WEIGHT_TYPES + ((LAYER_COUNT + 3) & !3);
+
+/// How a layer's weights are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightType {
+    /// One byte per weight, in [-127, 127].
+    Int8,
+    /// Two per byte, in [-7, 7] (dense layers with a fan-in that is a
+    /// multiple of 8; see the module doc for the nibble order).
+    Int4,
 }
-/// Payload bytes for the compiled network.
-pub const PAYLOAD_LEN: usize = payload_len();
-/// Whole-file bytes for the compiled network.
-pub const FILE_LEN: usize = HEADER_LEN + PAYLOAD_LEN + CRC_LEN;
+
+impl WeightType {
+    /// The byte the header stores: bits per weight.
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            WeightType::Int8 => 8,
+            WeightType::Int4 => 4,
+        }
+    }
+    pub const fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            8 => Some(WeightType::Int8),
+            4 => Some(WeightType::Int4),
+            _ => None,
+        }
+    }
+    /// Largest |weight|.
+    pub const fn max_abs(self) -> i32 {
+        match self {
+            WeightType::Int8 => 127,
+            WeightType::Int4 => 7,
+        }
+    }
+    /// Whether layer `l` may store its weights this way: int4 only for
+    /// dense layers whose channels are whole groups of 8 (the kernels read
+    /// a group with one 32-bit load).
+    pub const fn fits(self, l: &Layer) -> bool {
+        match self {
+            WeightType::Int8 => true,
+            WeightType::Int4 => !l.is_conv() && l.fan_in().is_multiple_of(8),
+        }
+    }
+    /// Bytes of one output channel's weights.
+    pub const fn channel_bytes(self, l: &Layer) -> usize {
+        match self {
+            WeightType::Int8 => l.fan_in(),
+            WeightType::Int4 => l.fan_in() / 2,
+        }
+    }
+    /// Bytes of a layer's weights.
+    pub const fn weight_bytes(self, l: &Layer) -> usize {
+        self.channel_bytes(l) * l.out_ch
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            WeightType::Int8 => "int8",
+            WeightType::Int4 => "int4",
+        }
+    }
+}
+
+/// Every layer int8: the default model.
+pub const ALL_INT8: [WeightType; LAYER_COUNT] = [WeightType::Int8; LAYER_COUNT];
+
+/// Where one layer's fields lie in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section {
+    pub start: usize,
+    pub weight_type: WeightType,
+    pub in_zero_point: usize,
+    pub out_zero_point: usize,
+    /// `out_ch` i32 each.
+    pub bias: Range<usize>,
+    pub mult: Range<usize>,
+    pub shift: Range<usize>,
+    pub weights: Range<usize>,
+    /// Zero padding after the weights, up to the next section.
+    pub padding: Range<usize>,
+}
+
+impl Section {
+    const fn new(l: &Layer, weight_type: WeightType, start: usize) -> Self {
+        let c = l.out_ch;
+        let bias = start + 8;
+        let mult = bias + 4 * c;
+        let shift = mult + 4 * c;
+        let weights = shift + 4 * c;
+        let weights_end = weights + weight_type.weight_bytes(l);
+        let end = (weights_end + 3) & !3;
+        Self {
+            start,
+            weight_type,
+            in_zero_point: start,
+            out_zero_point: start + 4,
+            bias: bias..mult,
+            mult: mult..shift,
+            shift: shift..weights,
+            weights: weights..weights_end,
+            padding: weights_end..end,
+        }
+    }
+    /// Bytes of the section.
+    pub const fn len(&self) -> usize {
+        self.padding.end - self.start
+    }
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Offset of output channel `c`'s bias.
+    pub const fn bias_at(&self, c: usize) -> usize {
+        self.bias.start + 4 * c
+    }
+    pub const fn mult_at(&self, c: usize) -> usize {
+        self.mult.start + 4 * c
+    }
+    pub const fn shift_at(&self, c: usize) -> usize {
+        self.shift.start + 4 * c
+    }
+}
+
+/// Bytes of layer `l`'s section with weights of type `t`.
+pub const fn section_len(l: &Layer, t: WeightType) -> usize {
+    Section::new(l, t, 0).len()
+}
+
+/// Where every field of a file with these weight types lies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub weight_types: [WeightType; LAYER_COUNT],
+    pub sections: [Section; LAYER_COUNT],
+    pub payload_len: usize,
+    pub file_len: usize,
+}
+
+impl Layout {
+    pub fn new(weight_types: [WeightType; LAYER_COUNT]) -> Self {
+        let mut off = HEADER_LEN;
+        let sections = core::array::from_fn(|i| {
+            let s = Section::new(&LAYERS[i], weight_types[i], off);
+            off += s.len();
+            s
+        });
+        Self {
+            weight_types,
+            sections,
+            payload_len: off - HEADER_LEN,
+            file_len: off + CRC_LEN,
+        }
+    }
+    /// Offset of the CRC.
+    pub fn crc_at(&self) -> usize {
+        self.file_len - CRC_LEN
+    }
+}
+
+/// The all-int8 file's length (the default model).
+pub fn int8_file_len() -> usize {
+    Layout::new(ALL_INT8).file_len
+}
+
+/// Packs int4 weights (`fan_in` per channel, a multiple of 8, each in
+/// [-7, 7]) as the file stores them. `None` if a length or value does not
+/// fit.
+pub fn pack_int4(weights: &[i8], out: &mut [u8]) -> Option<()> {
+    if !weights.len().is_multiple_of(8) || out.len() * 2 != weights.len() {
+        return None;
+    }
+    if weights.iter().any(|w| w.unsigned_abs() > 7) {
+        return None;
+    }
+    for (g, o) in weights.chunks_exact(8).zip(out.chunks_exact_mut(4)) {
+        for j in 0..4 {
+            o[j] = ((g[j] as u8) << 4) | (g[j + 4] as u8 & 0x0f);
+        }
+    }
+    Some(())
+}
+
+/// Weight `k` of a channel's packed int4 weights (`k < 2 * packed.len()`).
+#[inline(always)]
+pub fn int4_weight(packed: &[u8], k: usize) -> i8 {
+    let (g, j) = (k / 8, k % 8);
+    let b = packed[4 * g + (j % 4)];
+    if j < 4 {
+        (b as i8) >> 4
+    } else {
+        ((b << 4) as i8) >> 4
+    }
+}
+
+/// Unpacks [`pack_int4`]'s bytes into one int8 per weight.
+pub fn unpack_int4(packed: &[u8], out: &mut [i8]) {
+    for (k, o) in out.iter_mut().enumerate().take(2 * packed.len()) {
+        *o = int4_weight(packed, k);
+    }
+}
 
 /// Largest |input| of a kernel: int8, so 128.
 pub const MAX_ABS_INPUT: i64 = 128;
@@ -192,7 +399,7 @@ impl fmt::Display for ModelError {
             UnsupportedVersion { found, supported } => {
                 write!(
                     f,
-                    "model format version {found} at offset 4, this build reads version {supported}"
+                    "model format version {found} at offset 4, this build reads version {supported} (re-run `facemark quantize` to write it)"
                 )
             }
             BadHeaderLength { found } => write!(
@@ -258,10 +465,12 @@ pub struct LayerView<'a> {
     pub layer: Layer,
     pub in_zero_point: i32,
     pub out_zero_point: i32,
+    pub weight_type: WeightType,
     bias: &'a [u8],
     mult: &'a [u8],
     shift: &'a [u8],
-    weights: &'a [i8],
+    /// The weights as stored (int8: one byte each; int4: packed).
+    weights: &'a [u8],
 }
 
 impl<'a> LayerView<'a> {
@@ -281,32 +490,65 @@ impl<'a> LayerView<'a> {
         shift: &'a [u8],
         weights: &'a [i8],
     ) -> Option<Self> {
-        let c = layer.out_ch;
-        let lens_fit = bias.len() == 4 * c
-            && mult.len() == 4 * c
-            && shift.len() == 4 * c
-            && weights.len() == layer.weight_len()
-            && layer.in_side > 0
-            && layer.in_ch > 0;
+        let weights: &[u8] = bytemuck::cast_slice(weights);
         let view = Self {
             layer,
             in_zero_point,
             out_zero_point,
+            weight_type: WeightType::Int8,
             bias,
             mult,
             shift,
             weights,
         };
+        view.valid().then_some(view)
+    }
+
+    /// As [`from_parts`](Self::from_parts), for a dense layer with int4
+    /// weights packed as the file stores them ([`pack_int4`]); `None` also
+    /// where the layer cannot hold int4 weights or a weight is -8.
+    pub fn from_parts_int4(
+        layer: Layer,
+        in_zero_point: i32,
+        out_zero_point: i32,
+        bias: &'a [u8],
+        mult: &'a [u8],
+        shift: &'a [u8],
+        packed: &'a [u8],
+    ) -> Option<Self> {
+        let view = Self {
+            layer,
+            in_zero_point,
+            out_zero_point,
+            weight_type: WeightType::Int4,
+            bias,
+            mult,
+            shift,
+            weights: packed,
+        };
+        view.valid().then_some(view)
+    }
+
+    fn valid(&self) -> bool {
+        let (layer, t) = (self.layer, self.weight_type);
+        let c = layer.out_ch;
+        let lens_fit = self.bias.len() == 4 * c
+            && self.mult.len() == 4 * c
+            && self.shift.len() == 4 * c
+            && layer.in_side > 0
+            && layer.in_ch > 0
+            && t.fits(&layer)
+            && self.weights.len() == t.weight_bytes(&layer);
         let fan_in = layer.fan_in();
         let int8 = -128..=127;
-        let valid = lens_fit
-            && int8.contains(&in_zero_point)
-            && int8.contains(&out_zero_point)
+        lens_fit
+            && int8.contains(&self.in_zero_point)
+            && int8.contains(&self.out_zero_point)
             && (0..c)
-                .all(|ch| view.multiplier(ch).is_valid() && bias_in_bound(view.bias(ch), fan_in))
-            && !weights.contains(&i8::MIN);
-        valid.then_some(view)
+                .all(|ch| self.multiplier(ch).is_valid() && bias_in_bound(self.bias(ch), fan_in))
+            && first_bad_weight(t, self.weights).is_none()
     }
+
     /// Folded bias of output channel `c` (`c < out_ch`).
     #[inline]
     pub fn bias(&self, c: usize) -> i32 {
@@ -320,16 +562,41 @@ impl<'a> LayerView<'a> {
             shift: i32_at(self.shift, 4 * c),
         }
     }
-    /// All weights of the layer.
+    /// All int8 weights of the layer (empty for an int4 layer: see
+    /// [`packed`](Self::packed)). Conv layers are always int8.
     #[inline]
     pub fn weights(&self) -> &'a [i8] {
-        self.weights
+        match self.weight_type {
+            WeightType::Int8 => bytemuck::cast_slice(self.weights),
+            WeightType::Int4 => &[],
+        }
     }
-    /// Weights of output channel `c` (`fan_in` values, `c < out_ch`).
+    /// An int4 layer's packed weights ([`pack_int4`]'s layout); `None` for
+    /// an int8 layer.
+    #[inline]
+    pub fn packed(&self) -> Option<&'a [u8]> {
+        match self.weight_type {
+            WeightType::Int8 => None,
+            WeightType::Int4 => Some(self.weights),
+        }
+    }
+    /// Int8 weights of output channel `c` (`fan_in` values, `c < out_ch`;
+    /// empty for an int4 layer).
     #[inline]
     pub fn channel_weights(&self, c: usize) -> &'a [i8] {
+        let w = self.weights();
         let n = self.layer.fan_in();
-        &self.weights[c * n..(c + 1) * n]
+        w.get(c * n..(c + 1) * n).unwrap_or(&[])
+    }
+    /// Weight `k` of output channel `c`, whatever the weight type.
+    #[inline]
+    pub fn weight(&self, c: usize, k: usize) -> i8 {
+        let n = self.weight_type.channel_bytes(&self.layer);
+        let row = &self.weights[c * n..(c + 1) * n];
+        match self.weight_type {
+            WeightType::Int8 => row[k] as i8,
+            WeightType::Int4 => int4_weight(row, k),
+        }
     }
     /// Every output channel's weights, bias and multiplier, in order
     /// (no per-channel bounds checks in a kernel's channel loop).
@@ -340,12 +607,20 @@ impl<'a> LayerView<'a> {
             w.copy_from_slice(b);
             i32::from_le_bytes(w)
         };
+        let t = self.weight_type;
         self.weights
-            .chunks_exact(self.layer.fan_in())
+            .chunks_exact(t.channel_bytes(&self.layer).max(1))
             .zip(self.bias.chunks_exact(4))
             .zip(self.mult.chunks_exact(4).zip(self.shift.chunks_exact(4)))
-            .map(move |((weights, b), (m, s))| Channel {
-                weights,
+            .map(move |((row, b), (m, s))| Channel {
+                weights: match t {
+                    WeightType::Int8 => bytemuck::cast_slice(row),
+                    WeightType::Int4 => &[],
+                },
+                packed: match t {
+                    WeightType::Int8 => &[],
+                    WeightType::Int4 => row,
+                },
                 bias: word(b),
                 multiplier: Multiplier {
                     mult: word(m),
@@ -367,11 +642,24 @@ impl<'a> LayerView<'a> {
 /// One output channel of a layer.
 #[derive(Clone, Copy, Debug)]
 pub struct Channel<'a> {
-    /// `fan_in` weights.
+    /// `fan_in` int8 weights (empty for an int4 layer).
     pub weights: &'a [i8],
+    /// `fan_in / 2` bytes of packed int4 weights (empty for an int8 layer).
+    pub packed: &'a [u8],
     /// Folded bias.
     pub bias: i32,
     pub multiplier: Multiplier,
+}
+
+/// The first stored weight outside the symmetric range (-128 for int8, a
+/// nibble of -8 for int4): its byte index in `weights`.
+fn first_bad_weight(t: WeightType, weights: &[u8]) -> Option<usize> {
+    match t {
+        WeightType::Int8 => weights.iter().position(|&w| w == 0x80),
+        WeightType::Int4 => weights
+            .iter()
+            .position(|&b| b & 0xf0 == 0x80 || b & 0x0f == 0x08),
+    }
 }
 
 /// A checked model file. Construct with [`Model::parse`]; its accessors do not
@@ -379,126 +667,147 @@ pub struct Channel<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Model<'a> {
     bytes: &'a [u8],
-    offsets: [usize; LAYER_COUNT],
+    weight_types: [WeightType; LAYER_COUNT],
+    /// Where each section starts.
+    starts: [usize; LAYER_COUNT],
+}
+
+fn reserved_nonzero(bytes: &[u8], r: Range<usize>) -> Option<ModelError> {
+    r.clone()
+        .find(|&o| bytes[o] != 0)
+        .map(|offset| ModelError::Reserved { offset })
 }
 
 impl<'a> Model<'a> {
     /// Checks the whole file: header, lengths, CRC, then every value the
     /// kernels rely on. Never panics.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
-        if bytes.len() < HEADER_LEN {
-            return Err(ModelError::Truncated {
-                len: bytes.len(),
-                needed: HEADER_LEN,
-            });
+        let truncated = |needed| ModelError::Truncated {
+            len: bytes.len(),
+            needed,
+        };
+        if bytes.len() < field::WEIGHT_TYPES {
+            return Err(truncated(field::WEIGHT_TYPES));
         }
         let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
         if magic != MAGIC {
             return Err(ModelError::BadMagic { found: magic });
         }
-        let version = u16_at(bytes, 4);
+        let version = u16_at(bytes, field::VERSION.start);
         if version != FORMAT_VERSION {
             return Err(ModelError::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,
             });
         }
-        let header_len = u16_at(bytes, 6);
+        let header_len = u16_at(bytes, field::HEADER_LEN.start);
         if header_len as usize != HEADER_LEN {
             return Err(ModelError::BadHeaderLength { found: header_len });
         }
-        let hash = u32_at(bytes, 8) as u64 | (u32_at(bytes, 12) as u64) << 32;
+        let h = field::NETWORK_HASH.start;
+        let hash = u32_at(bytes, h) as u64 | (u32_at(bytes, h + 4) as u64) << 32;
         if hash != NETWORK_HASH {
             return Err(ModelError::OtherNetwork {
                 file: hash,
                 compiled: NETWORK_HASH,
             });
         }
-        let count = u16_at(bytes, 16);
+        let count = u16_at(bytes, field::LAYER_COUNT.start);
         if count as usize != LAYER_COUNT {
             return Err(ModelError::LayerCount {
                 found: count,
                 expected: LAYER_COUNT as u16,
             });
         }
-        for o in [18usize, 19, 24, 25, 26, 27, 28, 29, 30, 31] {
-            if bytes[o] != 0 {
-                return Err(ModelError::Reserved { offset: o });
+        if let Some(e) = reserved_nonzero(bytes, field::RESERVED_A)
+            .or_else(|| reserved_nonzero(bytes, field::RESERVED_B))
+        {
+            return Err(e);
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(truncated(HEADER_LEN));
+        }
+        let mut weight_types = ALL_INT8;
+        for (i, (t, l)) in weight_types.iter_mut().zip(LAYERS.iter()).enumerate() {
+            let offset = field::WEIGHT_TYPES + i;
+            *t = WeightType::from_byte(bytes[offset]).ok_or(ModelError::BadValue {
+                offset,
+                what: "weight type: 8 (int8) or 4 (int4) bits per weight",
+            })?;
+            if !t.fits(l) {
+                return Err(ModelError::BadValue {
+                    offset,
+                    what: "int4 weights only on dense layers with a fan-in that is a multiple of 8",
+                });
             }
         }
-        let payload = u32_at(bytes, 20);
-        if payload as usize != PAYLOAD_LEN {
+        if let Some(e) = reserved_nonzero(bytes, field::WEIGHT_TYPES + LAYER_COUNT..HEADER_LEN) {
+            return Err(e);
+        }
+        let layout = Layout::new(weight_types);
+        let payload = u32_at(bytes, field::PAYLOAD_LEN.start);
+        if payload as usize != layout.payload_len {
             return Err(ModelError::PayloadLength {
                 found: payload,
-                expected: PAYLOAD_LEN as u32,
+                expected: layout.payload_len as u32,
             });
         }
-        if bytes.len() < FILE_LEN {
-            return Err(ModelError::Truncated {
-                len: bytes.len(),
-                needed: FILE_LEN,
-            });
+        if bytes.len() < layout.file_len {
+            return Err(truncated(layout.file_len));
         }
-        if bytes.len() > FILE_LEN {
+        if bytes.len() > layout.file_len {
             return Err(ModelError::TrailingBytes {
                 len: bytes.len(),
-                expected: FILE_LEN,
+                expected: layout.file_len,
             });
         }
-        let stored = u32_at(bytes, FILE_LEN - CRC_LEN);
-        let computed = crc32(&bytes[..FILE_LEN - CRC_LEN]);
+        let stored = u32_at(bytes, layout.crc_at());
+        let computed = crc32(&bytes[..layout.crc_at()]);
         if stored != computed {
             return Err(ModelError::BadChecksum { stored, computed });
         }
-        let mut offsets = [0usize; LAYER_COUNT];
-        let mut off = HEADER_LEN;
         let mut prev_out_zp = INPUT_ZERO_POINT;
-        for (i, l) in LAYERS.iter().enumerate() {
-            offsets[i] = off;
-            let in_zp = i32_at(bytes, off);
-            let out_zp = i32_at(bytes, off + 4);
+        for (i, (l, sec)) in LAYERS.iter().zip(layout.sections.iter()).enumerate() {
+            let in_zp = i32_at(bytes, sec.in_zero_point);
+            let out_zp = i32_at(bytes, sec.out_zero_point);
             if in_zp != prev_out_zp {
                 return Err(ModelError::BadValue {
-                    offset: off,
+                    offset: sec.in_zero_point,
                     what: "input zero point differs from the previous layer's output zero point",
                 });
             }
             if !(-128..=127).contains(&out_zp) {
                 return Err(ModelError::BadValue {
-                    offset: off + 4,
+                    offset: sec.out_zero_point,
                     what: "output zero point outside int8",
                 });
             }
             if l.relu() && out_zp != -128 {
                 return Err(ModelError::BadValue {
-                    offset: off + 4,
+                    offset: sec.out_zero_point,
                     what: "a ReLU output's zero point must be -128 (its range starts at 0)",
                 });
             }
-            let c = l.out_ch;
             let fan_in = l.fan_in();
-            let bias_off = off + 8;
-            let mult_off = bias_off + 4 * c;
-            let weights_off = off + 8 + 12 * c;
             let last = i + 1 == LAYER_COUNT;
-            for ch in 0..c {
+            for ch in 0..l.out_ch {
                 let m = Multiplier {
-                    mult: i32_at(bytes, mult_off + 4 * ch),
-                    shift: i32_at(bytes, mult_off + 4 * c + 4 * ch),
+                    mult: i32_at(bytes, sec.mult_at(ch)),
+                    shift: i32_at(bytes, sec.shift_at(ch)),
                 };
                 if !m.is_valid() {
                     return Err(ModelError::BadValue {
-                        offset: mult_off + 4 * ch,
+                        offset: sec.mult_at(ch),
                         what: "multiplier not in [2^30, 2^31) with a normal exponent",
                     });
                 }
                 // No accumulator leaves i32 (the proof is at `max_abs_bias`).
-                let bias = i32_at(bytes, bias_off + 4 * ch);
+                let bias = i32_at(bytes, sec.bias_at(ch));
                 if !bias_in_bound(bias, fan_in) {
                     return Err(ModelError::OutOfBound {
                         layer: i,
                         channel: ch,
-                        offset: bias_off + 4 * ch,
+                        offset: sec.bias_at(ch),
                         value: bias as i64,
                         what: "bias: |bias| + 128*127*fan_in exceeds i32::MAX",
                     });
@@ -508,32 +817,40 @@ impl<'a> Model<'a> {
                     return Err(ModelError::OutOfBound {
                         layer: i,
                         channel: ch,
-                        offset: mult_off + 4 * ch,
+                        offset: sec.mult_at(ch),
                         value: m.mult as i64,
                         what: "output scale: (|bias| + 128*127*fan_in) * scale exceeds 1e4 units",
                     });
                 }
             }
-            // Weights are symmetric: -128 would break |w| <= 127.
-            let weights = &bytes[weights_off..weights_off + l.weight_len()];
-            if let Some(k) = weights.iter().position(|&w| w == 0x80) {
+            // Weights are symmetric: -128 (int8) or -8 (int4) would break
+            // |w| <= 127 (resp. 7).
+            let weights = &bytes[sec.weights.clone()];
+            if let Some(k) = first_bad_weight(sec.weight_type, weights) {
+                let t = sec.weight_type;
                 return Err(ModelError::OutOfBound {
                     layer: i,
-                    channel: k / fan_in,
-                    offset: weights_off + k,
-                    value: -128,
-                    what: "weight -128: weights are symmetric, in [-127, 127]",
+                    channel: k / t.channel_bytes(l),
+                    offset: sec.weights.start + k,
+                    value: if t == WeightType::Int8 { -128 } else { -8 },
+                    what: match t {
+                        WeightType::Int8 => {
+                            "weight -128: int8 weights are symmetric, in [-127, 127]"
+                        }
+                        WeightType::Int4 => "weight -8: int4 weights are symmetric, in [-7, 7]",
+                    },
                 });
             }
-            let end = weights_off + l.weight_len();
-            let next = off + section_len(l);
-            if let Some(p) = (end..next).find(|&p| bytes[p] != 0) {
-                return Err(ModelError::Reserved { offset: p });
+            if let Some(e) = reserved_nonzero(bytes, sec.padding.clone()) {
+                return Err(e);
             }
             prev_out_zp = out_zp;
-            off = next;
         }
-        Ok(Self { bytes, offsets })
+        Ok(Self {
+            bytes,
+            weight_types,
+            starts: core::array::from_fn(|i| layout.sections[i].start),
+        })
     }
 
     /// The checked bytes.
@@ -541,29 +858,34 @@ impl<'a> Model<'a> {
         self.bytes
     }
 
+    /// Where each field lies.
+    pub fn layout(&self) -> Layout {
+        Layout::new(self.weight_types)
+    }
+
+    /// Each layer's weight type.
+    pub fn weight_types(&self) -> [WeightType; LAYER_COUNT] {
+        self.weight_types
+    }
+
     /// The file's CRC-32: identifies the model (reported by `Info`).
     pub fn model_hash(&self) -> u32 {
-        u32_at(self.bytes, FILE_LEN - CRC_LEN)
+        u32_at(self.bytes, self.bytes.len() - CRC_LEN)
     }
 
     /// Layer `i` of [`LAYERS`] (`i < LAYER_COUNT`).
     pub fn layer(&self, i: usize) -> LayerView<'a> {
-        let l = LAYERS[i];
-        let off = self.offsets[i];
-        let c = l.out_ch;
-        let b = &self.bytes[off + 8..];
-        let (bias, b) = b.split_at(4 * c);
-        let (mult, b) = b.split_at(4 * c);
-        let (shift, b) = b.split_at(4 * c);
-        let weights: &[i8] = bytemuck::cast_slice(&b[..l.weight_len()]);
+        let sec = &Section::new(&LAYERS[i], self.weight_types[i], self.starts[i]);
+        let b = self.bytes;
         LayerView {
-            layer: l,
-            in_zero_point: i32_at(self.bytes, off),
-            out_zero_point: i32_at(self.bytes, off + 4),
-            bias,
-            mult,
-            shift,
-            weights,
+            layer: LAYERS[i],
+            in_zero_point: i32_at(b, sec.in_zero_point),
+            out_zero_point: i32_at(b, sec.out_zero_point),
+            weight_type: sec.weight_type,
+            bias: &b[sec.bias.clone()],
+            mult: &b[sec.mult.clone()],
+            shift: &b[sec.shift.clone()],
+            weights: &b[sec.weights.clone()],
         }
     }
 }
@@ -575,45 +897,65 @@ pub struct LayerParams<'p> {
     pub out_zero_point: i32,
     pub bias: &'p [i32],
     pub multipliers: &'p [Multiplier],
+    /// One int8 per weight, in the kernel order, whatever `weight_type`
+    /// stores (int4 values must lie in [-7, 7]).
     pub weights: &'p [i8],
+    pub weight_type: WeightType,
 }
 
-/// Writes a model file into `out` (exactly [`FILE_LEN`] bytes). Returns
-/// `None` if `out` or a parameter slice has the wrong length.
+/// The layout a file of these layers has (its length: `.file_len`).
+pub fn layout_of(layers: &[LayerParams<'_>; LAYER_COUNT]) -> Layout {
+    Layout::new(core::array::from_fn(|i| layers[i].weight_type))
+}
+
+/// Writes a model file into `out` (exactly [`layout_of`]`(layers).file_len`
+/// bytes). Returns `None` if `out` or a parameter slice has the wrong
+/// length, or a weight type does not fit its layer or values.
 pub fn write(layers: &[LayerParams<'_>; LAYER_COUNT], out: &mut [u8]) -> Option<()> {
-    if out.len() != FILE_LEN {
+    let layout = layout_of(layers);
+    if out.len() != layout.file_len {
         return None;
     }
     out.fill(0);
-    out[..4].copy_from_slice(&MAGIC);
-    out[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out[6..8].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
-    out[8..16].copy_from_slice(&NETWORK_HASH.to_le_bytes());
-    out[16..18].copy_from_slice(&(LAYER_COUNT as u16).to_le_bytes());
-    out[20..24].copy_from_slice(&(PAYLOAD_LEN as u32).to_le_bytes());
-    let mut off = HEADER_LEN;
-    for (l, p) in LAYERS.iter().zip(layers) {
+    out[field::MAGIC].copy_from_slice(&MAGIC);
+    out[field::VERSION].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[field::HEADER_LEN].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    out[field::NETWORK_HASH].copy_from_slice(&NETWORK_HASH.to_le_bytes());
+    out[field::LAYER_COUNT].copy_from_slice(&(LAYER_COUNT as u16).to_le_bytes());
+    out[field::PAYLOAD_LEN].copy_from_slice(&(layout.payload_len as u32).to_le_bytes());
+    for (i, t) in layout.weight_types.iter().enumerate() {
+        out[field::WEIGHT_TYPES + i] = t.to_byte();
+    }
+    for ((l, p), sec) in LAYERS.iter().zip(layers).zip(&layout.sections) {
         let c = l.out_ch;
-        if p.bias.len() != c || p.multipliers.len() != c || p.weights.len() != l.weight_len() {
+        if p.bias.len() != c
+            || p.multipliers.len() != c
+            || p.weights.len() != l.weight_len()
+            || !p.weight_type.fits(l)
+        {
             return None;
         }
-        let mut put = |o: &mut usize, v: i32| {
-            out[*o..*o + 4].copy_from_slice(&v.to_le_bytes());
-            *o += 4;
-        };
-        let mut o = off;
-        put(&mut o, p.in_zero_point);
-        put(&mut o, p.out_zero_point);
-        p.bias.iter().for_each(|&b| put(&mut o, b));
-        p.multipliers.iter().for_each(|m| put(&mut o, m.mult));
-        p.multipliers.iter().for_each(|m| put(&mut o, m.shift));
-        for (d, &w) in out[o..o + p.weights.len()].iter_mut().zip(p.weights) {
-            *d = w as u8;
+        let mut put = |o: usize, v: i32| out[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        put(sec.in_zero_point, p.in_zero_point);
+        put(sec.out_zero_point, p.out_zero_point);
+        for ch in 0..c {
+            put(sec.bias_at(ch), p.bias[ch]);
+            put(sec.mult_at(ch), p.multipliers[ch].mult);
+            put(sec.shift_at(ch), p.multipliers[ch].shift);
         }
-        off += section_len(l);
+        let dst = &mut out[sec.weights.clone()];
+        match p.weight_type {
+            WeightType::Int8 => {
+                for (d, &w) in dst.iter_mut().zip(p.weights) {
+                    *d = w as u8;
+                }
+            }
+            WeightType::Int4 => pack_int4(p.weights, dst)?,
+        }
     }
-    let crc = crc32(&out[..FILE_LEN - CRC_LEN]);
-    out[FILE_LEN - CRC_LEN..].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32(&out[..layout.crc_at()]);
+    let at = layout.crc_at();
+    out[at..].copy_from_slice(&crc.to_le_bytes());
     Some(())
 }
 
@@ -668,5 +1010,69 @@ mod tests {
         assert!(!ok(0, [1, -128, 1, 1], 0));
         assert!(!ok(0, [1; 4], 128));
         assert!(!ok(0, [1; 4], -129));
+    }
+
+    #[test]
+    fn int4_packing_round_trips_in_the_documented_order() {
+        let w: [i8; 16] = [1, -2, 3, -4, 5, -6, 7, -7, 0, 1, 2, 3, -1, -2, -3, 0];
+        let mut packed = [0u8; 8];
+        pack_int4(&w, &mut packed).unwrap();
+        // Byte j of a group: weight j high, weight j + 4 low.
+        assert_eq!(packed[0], 0x15);
+        assert_eq!(packed[1], 0xea);
+        assert_eq!(packed[3], 0xc9);
+        let mut back = [0i8; 16];
+        unpack_int4(&packed, &mut back);
+        assert_eq!(back, w);
+        assert!(pack_int4(&[-8, 0, 0, 0, 0, 0, 0, 0], &mut [0; 4]).is_none());
+        assert!(pack_int4(&[8, 0, 0, 0, 0, 0, 0, 0], &mut [0; 4]).is_none());
+        assert!(pack_int4(&[0; 4], &mut [0; 2]).is_none());
+    }
+
+    #[test]
+    fn int4_views_only_where_the_kernels_take_them() {
+        let m = Multiplier::from_f32(0.01).unwrap();
+        let (mult, shift) = (m.mult.to_le_bytes(), m.shift.to_le_bytes());
+        let b = 0i32.to_le_bytes();
+        let dense = crate::network::Layer::dense(8, 1, false);
+        let packed = [0x15, 0xea, 0x00, 0x77];
+        let v = LayerView::from_parts_int4(dense, 0, 0, &b, &mult, &shift, &packed).unwrap();
+        let ok = |l, p: &[u8]| LayerView::from_parts_int4(l, 0, 0, &b, &mult, &shift, p).is_some();
+        assert_eq!(v.weight(0, 0), 1);
+        assert_eq!(v.weight(0, 5), -6);
+        assert!(v.weights().is_empty() && v.channel_weights(0).is_empty());
+        assert_eq!(v.channels().count(), 1);
+        // -8 in either nibble, a conv layer, a fan-in not a multiple of 8.
+        assert!(ok(dense, &[0x70, 0, 0, 0x07]));
+        assert!(!ok(dense, &[0x80, 0, 0, 0]));
+        assert!(!ok(dense, &[0x08, 0, 0, 0]));
+        assert!(!ok(crate::network::Layer::dense(4, 1, false), &[0, 0]));
+        let conv = crate::network::Layer::conv(2, 8, 1);
+        assert!(!ok(conv, &[0; 36]));
+    }
+
+    #[test]
+    fn layout_names_every_byte_once() {
+        let mut types = ALL_INT8;
+        types[4] = WeightType::Int4;
+        for t in [ALL_INT8, types] {
+            let l = Layout::new(t);
+            let mut at = HEADER_LEN;
+            for (s, layer) in l.sections.iter().zip(LAYERS.iter()) {
+                assert_eq!(s.start, at);
+                assert_eq!(s.bias.end, s.mult.start);
+                assert_eq!(s.mult.end, s.shift.start);
+                assert_eq!(s.shift.end, s.weights.start);
+                assert_eq!(s.weights.len(), s.weight_type.weight_bytes(layer));
+                assert_eq!(s.len() % 4, 0);
+                at += s.len();
+            }
+            assert_eq!(l.file_len, at + CRC_LEN);
+        }
+        assert_eq!(int8_file_len(), 1_290_644);
+        assert_eq!(
+            int8_file_len() - Layout::new(types).file_len,
+            LAYERS[4].weight_len() / 2
+        );
     }
 }

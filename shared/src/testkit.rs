@@ -14,7 +14,7 @@
 //! placement), and one that ends just after the window (bottom-up).
 
 use crate::kernels::{Kernels, MAX_BAND, Portable};
-use crate::model::LayerView;
+use crate::model::{LayerView, pack_int4};
 use crate::network::Layer;
 use crate::requant::{Multiplier, to_int8, to_int8_reference};
 use core::fmt;
@@ -54,6 +54,7 @@ pub const CONV_IN_CH: [usize; 9] = [1, 16, 32, 64, 3, 5, 8, 20, 48];
 pub struct Scratch {
     input: [i8; INPUT_LEN],
     weights: [i8; WEIGHTS_LEN],
+    packed: [u8; WEIGHTS_LEN / 2],
     bias: [u8; 4 * MAX_COUT],
     mult: [u8; 4 * MAX_COUT],
     shift: [u8; 4 * MAX_COUT],
@@ -66,6 +67,7 @@ impl Scratch {
         Self {
             input: [0; INPUT_LEN],
             weights: [0; WEIGHTS_LEN],
+            packed: [0; WEIGHTS_LEN / 2],
             bias: [0; 4 * MAX_COUT],
             mult: [0; 4 * MAX_COUT],
             shift: [0; 4 * MAX_COUT],
@@ -149,6 +151,8 @@ pub struct Report {
     pub conv_specialised: usize,
     pub dense_layers: usize,
     pub dense_specialised: usize,
+    /// Of the dense layers, those with int4 weights.
+    pub int4_layers: usize,
     pub conv_differed: usize,
     pub dense_differed: usize,
     /// Layers the generator made that the layer view refused (a bug in the
@@ -188,12 +192,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tier {}: conv rows {} differing {} ({} by the tier's own code); dense layers {} differing {} ({} by the tier's own code)",
+            "tier {}: conv rows {} differing {} ({} by the tier's own code); dense layers {} ({} int4) differing {} ({} by the tier's own code)",
             self.tier,
             self.conv_rows,
             self.conv_differed,
             self.conv_specialised,
             self.dense_layers,
+            self.int4_layers,
             self.dense_differed,
             self.dense_specialised
         )?;
@@ -251,6 +256,9 @@ pub fn check<K: Kernels>(seed: u32, cases: usize, s: &mut Scratch) -> Report {
     }
     for case in 0..cases {
         dense_case::<K>(&mut rng, &mut r, s, case);
+    }
+    for case in 0..cases {
+        dense_int4_case::<K>(&mut rng, &mut r, s, case);
     }
     r
 }
@@ -365,6 +373,81 @@ fn dense_case<K: Kernels>(rng: &mut Rng, r: &mut Report, s: &mut Scratch, case: 
             row: 0,
             first_row: 0,
             rows_given: 1,
+        });
+    }
+}
+
+/// An int4 dense layer through tier `K`, against the portable int8 kernel
+/// on the same weights unpacked: the int4 kernels must give the very
+/// accumulators int8 weights of the same values give.
+fn dense_int4_case<K: Kernels>(rng: &mut Rng, r: &mut Report, s: &mut Scratch, case: usize) {
+    // Fan-ins that fill and miss the tiers' steps (64, 128 and 512 inputs)
+    // and the network's own 256.
+    let n = match case % 4 {
+        0 => 64 * (1 + rng.below((MAX_DENSE_IN / 64) as u32) as usize),
+        1 => 256,
+        _ => 8 * (1 + rng.below((MAX_DENSE_IN / 8) as u32) as usize),
+    };
+    let m = if case.is_multiple_of(3) {
+        rng.pick(&COUTS)
+    } else {
+        1 + rng.below(12) as usize
+    };
+    let layer = Layer::dense(n, m, case.is_multiple_of(2));
+    let (in_zp, out_zp) = (rng.i8() as i32, rng.i8() as i32);
+    rng.fill_input(&mut s.input[..n], in_zp as i8);
+    let mode = rng.below(6);
+    for w in s.weights[..n * m].iter_mut() {
+        *w = match mode {
+            0 => -7,
+            1 => 7,
+            _ => (rng.below(15) as i8) - 7,
+        };
+    }
+    params(rng, s, m);
+    let packed = &mut s.packed[..n * m / 2];
+    let (Some(()), Some(int8)) = (
+        pack_int4(&s.weights[..n * m], packed),
+        LayerView::from_parts(
+            layer,
+            in_zp,
+            out_zp,
+            &s.bias[..4 * m],
+            &s.mult[..4 * m],
+            &s.shift[..4 * m],
+            &s.weights[..n * m],
+        ),
+    ) else {
+        r.refused += 1;
+        return;
+    };
+    let Some(int4) = LayerView::from_parts_int4(
+        layer,
+        in_zp,
+        out_zp,
+        &s.bias[..4 * m],
+        &s.mult[..4 * m],
+        &s.shift[..4 * m],
+        &s.packed[..n * m / 2],
+    ) else {
+        r.refused += 1;
+        return;
+    };
+    let (mut want, mut got) = ([0i32; MAX_COUT], [0x5555_5555i32; MAX_COUT]);
+    Portable::dense(&int8, &s.input[..n], &mut want[..m]);
+    K::dense(&int4, &s.input[..n], &mut got[..m]);
+    r.dense_layers += 1;
+    r.int4_layers += 1;
+    r.dense_specialised += K::specialised(&layer) as usize;
+    if want[..m] != got[..m] {
+        r.dense_differed += 1;
+        r.fail(Failure {
+            layer,
+            in_zero_point: in_zp,
+            out_zero_point: out_zp,
+            row: 0,
+            first_row: 0,
+            rows_given: 0,
         });
     }
 }

@@ -35,9 +35,28 @@ fn committed_fmq_parses_for_this_network() {
 
 #[test]
 fn committed_int8_model_matches_tract_on_the_committed_int8_onnx() {
-    let bytes = fmq();
-    let m = Model::parse(&bytes).unwrap();
-    let tract = TractModel::from_path(&models().join("facemark-int8.onnx"), 1).unwrap();
+    matches_tract(&fmq(), "facemark-int8.onnx");
+}
+
+fn fmq_int4() -> Vec<u8> {
+    std::fs::read(models().join("facemark-int4.fmq"))
+        .expect("models/facemark-int4.fmq is committed")
+}
+
+#[test]
+fn committed_int4_model_fits_a_1_mb_board_and_matches_tract() {
+    use facemark_core::model::WeightType;
+    let bytes = fmq_int4();
+    let m = Model::parse(&bytes).unwrap_or_else(|e| panic!("models/facemark-int4.fmq: {e}"));
+    assert_eq!(m.weight_types()[4], WeightType::Int4);
+    // The STM32F405's 1 MB of flash holds it with room for the firmware.
+    assert!(bytes.len() <= 720_000, "{} bytes", bytes.len());
+    matches_tract(&bytes, "facemark-int4.onnx");
+}
+
+fn matches_tract(bytes: &[u8], onnx: &str) {
+    let m = Model::parse(bytes).unwrap();
+    let tract = TractModel::from_path(&models().join(onnx), 1).unwrap();
     let mut arena = Box::new([0i8; ARENA_LEN]);
     for (name, image) in test_images(42) {
         let ours = facemark_core::infer(&m, image.as_slice().try_into().unwrap(), &mut arena);
@@ -84,12 +103,24 @@ fn int8_keeps_98_percent_of_the_float_score() {
     }
     let data = Dataset::load(&val, LoadOptions::default()).unwrap();
     let float = TractFloat(TractModel::from_path(&models().join("facemark.onnx"), 1).unwrap());
-    let int8 = Int8Predictor::load(&models().join("facemark.fmq")).unwrap();
     let f = evaluate(&float, &data, false).unwrap();
-    let q = evaluate(&int8, &data, false).unwrap();
+    // The int8 model, and the one with dense layer 1 in int4 (issue 11).
+    for file in ["facemark.fmq", "facemark-int4.fmq"] {
+        let int8 = Int8Predictor::load(&models().join(file)).unwrap();
+        let q = evaluate(&int8, &data, false).unwrap();
+        keeps_98_percent(file, &f, &q, data.len());
+    }
+}
+
+fn keeps_98_percent(
+    file: &str,
+    f: &facemark::eval::Metrics,
+    q: &facemark::eval::Metrics,
+    faces: usize,
+) {
     eprintln!(
-        "validation ({} faces): float score {:.1} (RMSE {:.3} px), int8 score {:.1} (RMSE {:.3} px): {:.2}% of float",
-        data.len(),
+        "validation ({} faces): float score {:.1} (RMSE {:.3} px), {file} score {:.1} (RMSE {:.3} px): {:.2}% of float",
+        faces,
         f.score,
         f.rmse_px,
         q.score,
@@ -98,7 +129,7 @@ fn int8_keeps_98_percent_of_the_float_score() {
     );
     assert!(
         q.score >= 0.98 * f.score,
-        "int8 score {:.1} is below 98% of float {:.1}",
+        "{file} score {:.1} is below 98% of float {:.1}",
         q.score,
         f.score
     );
@@ -106,7 +137,7 @@ fn int8_keeps_98_percent_of_the_float_score() {
     for (a, b) in f.per_keypoint.iter().zip(&q.per_keypoint) {
         assert!(
             b.rmse_px - a.rmse_px <= 0.1,
-            "{}: int8 RMSE {:.3} px against float {:.3} px",
+            "{file} {}: RMSE {:.3} px against float {:.3} px",
             b.name,
             b.rmse_px,
             a.rmse_px

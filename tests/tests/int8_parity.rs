@@ -34,11 +34,46 @@ fn quantized_random_net(seed: u64) -> QuantModel {
     QuantModel::new(&w, &act_max).unwrap()
 }
 
+/// As [`quantized_random_net`], with both dense layers' weights in int4
+/// (clipped scales, nearest rounding: GPTQ has its own tests).
+fn quantized_random_net_int4(seed: u64) -> QuantModel {
+    let w = FloatWeights::random(seed, 0.05);
+    let calib: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(seed * 100 + i)).collect();
+    let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
+    facemark::export::with_int4_layers(
+        &w,
+        &refs,
+        RangeMethod::MinMax,
+        &[4, 5],
+        facemark::int4::Int4Method::Mse,
+        false,
+    )
+    .unwrap()
+}
+
 #[test]
 fn every_layer_matches_tract_bit_for_bit() {
+    compare_with_tract(&[1, 2, 3], quantized_random_net);
+}
+
+#[test]
+fn int4_layers_match_tract_bit_for_bit() {
+    // tract runs the int8 ONNX, whose int8 weights hold the int4 values;
+    // the engine reads them packed two a byte.
+    compare_with_tract(&[1, 2], |seed| {
+        let q = quantized_random_net_int4(seed);
+        assert_eq!(
+            Model::parse(&q.to_fmq()).unwrap().weight_types()[4..],
+            [facemark_core::model::WeightType::Int4; 2]
+        );
+        q
+    });
+}
+
+fn compare_with_tract(seeds: &[u64], make: impl Fn(u64) -> QuantModel) {
     let mut compared = 0usize;
-    for seed in [1u64, 2, 3] {
-        let q = quantized_random_net(seed);
+    for &seed in seeds {
+        let q = make(seed);
         let fmq = q.to_fmq();
         let model = Model::parse(&fmq).unwrap();
         let tract = TractModel::from_proto(&quantized_model(&q, 1, true).unwrap(), 1).unwrap();

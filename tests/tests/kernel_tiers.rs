@@ -25,6 +25,7 @@ fn assert_passes(r: &Report) {
         "tier {} ran none of the generated layers with its own code: {r}",
         r.tier
     );
+    assert!(r.int4_layers > 0, "no int4 dense layer was checked: {r}");
 }
 
 fn run_tier<K: Kernels>(tier: Tier) {

@@ -4,7 +4,9 @@
 use facemark::quantize::QuantModel;
 use facemark::weights::FloatWeights;
 use facemark_core::Model;
-use facemark_core::model::{FILE_LEN, HEADER_LEN, ModelError};
+use facemark_core::model::{
+    ALL_INT8, HEADER_LEN, Layout, ModelError, WeightType, field, int8_file_len,
+};
 use facemark_core::network::{LAYER_COUNT, LAYERS, NETWORK_HASH};
 use rand::{Rng, SeedableRng};
 
@@ -17,6 +19,37 @@ fn valid_file() -> (QuantModel, Vec<u8>) {
     (q, f)
 }
 
+/// A file whose dense layer 1 (and, with `both`, dense 2) holds int4
+/// weights, chosen by the nearest-rounding quantizer.
+fn int4_file(both: bool) -> (QuantModel, Vec<u8>) {
+    use facemark::int4::{Int4Method, quantize};
+    use facemark::quantize::{ChosenWeights, kernel_rows};
+    let w = FloatWeights::random(11, 0.05);
+    let act = [4.0, 6.0, 8.0, 10.0, 12.0];
+    let layers: &[usize] = if both { &[4, 5] } else { &[4] };
+    let chosen: Vec<ChosenWeights> = layers
+        .iter()
+        .map(|&li| {
+            let (scales, kernel_weights) = quantize(
+                &kernel_rows(&w, li),
+                LAYERS[li].fan_in(),
+                Int4Method::Mse,
+                None,
+            )
+            .unwrap();
+            ChosenWeights {
+                layer: li,
+                weight_type: WeightType::Int4,
+                scales,
+                kernel_weights,
+            }
+        })
+        .collect();
+    let q = QuantModel::with_weights(&w, &act, &chosen).unwrap();
+    let f = q.to_fmq();
+    (q, f)
+}
+
 fn rewrite_crc(f: &mut [u8]) {
     let n = f.len() - 4;
     let crc = facemark_core::crc32::crc32(&f[..n]);
@@ -25,14 +58,28 @@ fn rewrite_crc(f: &mut [u8]) {
 
 #[test]
 fn round_trip_reads_back_every_parameter() {
-    let (q, f) = valid_file();
-    assert_eq!(f.len(), FILE_LEN);
-    let m = Model::parse(&f).unwrap();
+    for (q, f) in [valid_file(), int4_file(false), int4_file(true)] {
+        round_trip(&q, &f);
+    }
+}
+
+fn round_trip(q: &QuantModel, f: &[u8]) {
+    let types: [WeightType; LAYER_COUNT] = std::array::from_fn(|i| q.layers[i].weight_type);
+    assert_eq!(f.len(), Layout::new(types).file_len);
+    let m = Model::parse(f).unwrap();
+    assert_eq!(m.weight_types(), types);
     let folded = q.folded_biases();
     for (i, l) in LAYERS.iter().enumerate() {
         let v = m.layer(i);
         assert_eq!(v.layer, *l);
-        assert_eq!(v.weights(), q.layers[i].kernel_weights.as_slice());
+        assert_eq!(v.weight_type, types[i]);
+        let w: Vec<i8> = (0..l.weight_len())
+            .map(|k| v.weight(k / l.fan_in(), k % l.fan_in()))
+            .collect();
+        assert_eq!(w, q.layers[i].kernel_weights);
+        if types[i] == WeightType::Int8 {
+            assert_eq!(v.weights(), q.layers[i].kernel_weights.as_slice());
+        }
         assert_eq!(v.in_zero_point, q.layers[i].in_zero_point);
         assert_eq!(v.out_zero_point, q.layers[i].out_zero_point);
         for (c, (&bias, &m)) in folded[i].iter().zip(&q.layers[i].multipliers).enumerate() {
@@ -41,12 +88,18 @@ fn round_trip_reads_back_every_parameter() {
         }
         assert_eq!(folded[i].len(), l.out_ch);
     }
-    eprintln!("seed network .fmq: {} bytes", f.len());
+    eprintln!("seed network .fmq ({types:?}): {} bytes", f.len());
 }
 
 #[test]
 fn every_truncation_is_refused() {
-    let (_, f) = valid_file();
+    for (_, f) in [valid_file(), int4_file(false)] {
+        truncations_refused(&f);
+    }
+}
+
+fn truncations_refused(f: &[u8]) {
+    let f = f.to_vec();
     for len in 0..f.len() {
         match Model::parse(&f[..len]) {
             Err(ModelError::Truncated { len: l, .. }) => assert_eq!(l, len),
@@ -65,7 +118,13 @@ fn every_truncation_is_refused() {
 
 #[test]
 fn random_corruptions_are_refused() {
-    let (_, f) = valid_file();
+    for (_, f) in [valid_file(), int4_file(false)] {
+        corruptions_refused(&f);
+    }
+}
+
+fn corruptions_refused(f: &[u8]) {
+    let f = f.to_vec();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let cases: Vec<Vec<(usize, u8)>> = (0..10_000)
         .map(|k| {
@@ -128,9 +187,25 @@ fn each_header_fault_has_its_own_error() {
         with(0, b"GIF8", false),
         ModelError::BadMagic { .. }
     ));
+    // Version 1 (before weight types) and any other: both versions named.
+    for v in [1u16, 3] {
+        let e = with(4, &v.to_le_bytes(), false);
+        assert_eq!(
+            e,
+            ModelError::UnsupportedVersion {
+                found: v,
+                supported: 2
+            }
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("version {v}")) && msg.contains("version 2"),
+            "{msg}"
+        );
+    }
     assert!(matches!(
-        with(4, &2u16.to_le_bytes(), false),
-        ModelError::UnsupportedVersion { found: 2, .. }
+        with(6, &32u16.to_le_bytes(), false),
+        ModelError::BadHeaderLength { found: 32 }
     ));
     assert!(matches!(
         with(8, &(NETWORK_HASH ^ 1).to_le_bytes(), false),
@@ -145,7 +220,7 @@ fn each_header_fault_has_its_own_error() {
         ModelError::PayloadLength { found: 7, .. }
     ));
     assert!(matches!(
-        with(FILE_LEN - 4, &[0, 0, 0, 0], false),
+        with(int8_file_len() - 4, &[0, 0, 0, 0], false),
         ModelError::BadChecksum { .. }
     ));
     // Values the kernels cannot use are refused even with a valid CRC, at
@@ -178,22 +253,18 @@ fn base_file() -> Vec<u8> {
     std::fs::read(committed).unwrap_or_else(|_| valid_file().1)
 }
 
-/// Layer `i`'s section offset.
-fn section(i: usize) -> usize {
-    HEADER_LEN
-        + LAYERS[..i]
-            .iter()
-            .map(facemark_core::model::section_len)
-            .sum::<usize>()
+/// Where the all-int8 file's fields lie (the base file's layout).
+fn layout() -> Layout {
+    Layout::new(ALL_INT8)
 }
 fn bias_at(i: usize, ch: usize) -> usize {
-    section(i) + 8 + 4 * ch
+    layout().sections[i].bias_at(ch)
 }
 fn mult_at(i: usize, ch: usize) -> usize {
-    bias_at(i, ch) + 4 * LAYERS[i].out_ch
+    layout().sections[i].mult_at(ch)
 }
 fn weight_at(i: usize, ch: usize, k: usize) -> usize {
-    section(i) + 8 + 12 * LAYERS[i].out_ch + ch * LAYERS[i].fan_in() + k
+    layout().sections[i].weights.start + ch * LAYERS[i].fan_in() + k
 }
 
 /// `f` with `bytes` at `at` and its CRC recomputed, parsed.
@@ -262,9 +333,11 @@ fn a_weight_of_minus_128_is_refused_and_minus_127_parses() {
 fn a_bias_that_could_overflow_an_accumulator_is_refused_at_its_edge() {
     use facemark_core::model::max_abs_bias;
     let f = base_file();
-    // The issue's file: i32::MAX at byte 40 (layer 0, bias 0).
-    assert_eq!(bias_at(0, 0), 40);
-    assert_out_of_bound(edited(&f, &[(40, &i32::MAX.to_le_bytes())]), 0, 0, 40);
+    // The issue's file: i32::MAX at layer 0's bias 0 (byte 40 in format
+    // version 1; the weight types moved it 8 bytes on).
+    let at = bias_at(0, 0);
+    assert_eq!(at, HEADER_LEN + 8);
+    assert_out_of_bound(edited(&f, &[(at, &i32::MAX.to_le_bytes())]), 0, 0, at);
     for (i, l) in LAYERS.iter().enumerate() {
         let max = max_abs_bias(l.fan_in());
         assert_eq!(max, i32::MAX as i64 - 128 * 127 * l.fan_in() as i64);
@@ -387,8 +460,9 @@ fn worst_case_inside_every_bound_gives_finite_keypoints() {
         bias: &biases[i],
         multipliers: &mults[i],
         weights: &weights[i],
+        weight_type: WeightType::Int8,
     });
-    let mut f = vec![0u8; FILE_LEN];
+    let mut f = vec![0u8; int8_file_len()];
     write(&params, &mut f).unwrap();
     let m = Model::parse(&f).unwrap();
     let mut arena = Box::new([0i8; facemark_core::network::ARENA_LEN]);
@@ -405,4 +479,75 @@ fn worst_case_inside_every_bound_gives_finite_keypoints() {
             k.unit
         );
     }
+}
+
+// --- int4 weights (issue 11): the weight-type field and the packed values.
+
+#[test]
+fn each_weight_type_fault_is_refused_at_its_byte() {
+    let (_, f) = valid_file();
+    let (_, f4) = int4_file(false);
+    let at = |i: usize| field::WEIGHT_TYPES + i;
+    // Unknown types, and int4 where the kernels do not take it (the convs).
+    for (i, b) in [(0, 0u8), (4, 2), (5, 16), (2, 0xff)] {
+        assert_eq!(
+            edited(&f, &[(at(i), &[b])]),
+            Err(ModelError::BadValue {
+                offset: at(i),
+                what: "weight type: 8 (int8) or 4 (int4) bits per weight"
+            })
+        );
+    }
+    for i in 0..4 {
+        let e = edited(&f, &[(at(i), &[4])]).unwrap_err();
+        assert!(
+            matches!(e, ModelError::BadValue { offset, .. } if offset == at(i)),
+            "{e}"
+        );
+    }
+    // The padding after the types is reserved.
+    assert_eq!(
+        edited(&f, &[(at(LAYER_COUNT), &[1])]),
+        Err(ModelError::Reserved {
+            offset: at(LAYER_COUNT)
+        })
+    );
+    // A type that changes the layout without the payload: its length is wrong.
+    assert!(matches!(
+        edited(&f, &[(at(4), &[4])]),
+        Err(ModelError::PayloadLength { .. })
+    ));
+    assert!(matches!(
+        edited(&f4, &[(at(4), &[8])]),
+        Err(ModelError::PayloadLength { .. })
+    ));
+}
+
+#[test]
+fn an_int4_weight_of_minus_8_is_refused_and_minus_7_parses() {
+    let (_, f) = int4_file(false);
+    let m = Model::parse(&f).unwrap();
+    let sec = m.layout().sections[4].clone();
+    assert_eq!(sec.weight_type, WeightType::Int4);
+    let row = LAYERS[4].fan_in() / 2;
+    for (ch, byte) in [(0, 0), (LAYERS[4].out_ch - 1, row - 1), (100, 7)] {
+        let at = sec.weights.start + ch * row + byte;
+        let old = f[at];
+        // -7 in the high nibble, -7 in the low one: inside.
+        edited(&f, &[(at, &[0x90 | (old & 0x0f)])]).unwrap();
+        edited(&f, &[(at, &[(old & 0xf0) | 0x09])]).unwrap();
+        for bad in [0x80 | (old & 0x0f), (old & 0xf0) | 0x08] {
+            let r = edited(&f, &[(at, &[bad])]);
+            assert_out_of_bound(r, 4, ch, at);
+            assert!(r.unwrap_err().to_string().contains("[-7, 7]"));
+        }
+    }
+}
+
+#[test]
+fn the_int4_model_is_smaller_by_half_of_dense_1() {
+    let (_, f8) = valid_file();
+    let (_, f4) = int4_file(false);
+    assert_eq!(f8.len() - f4.len(), LAYERS[4].weight_len() / 2);
+    assert!(f4.len() < 1_000_000 - 200_000, "{} bytes", f4.len());
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use facemark::board::qemu::{Qemu, QemuOptions, build_in_firmware, firmware_dir};
 use facemark::board::{BoardError, Reply};
-use facemark_core::model::{HEADER_LEN, ModelError, section_len};
-use facemark_core::network::{INPUT_LEN, LAYER_COUNT, LAYERS};
+use facemark_core::model::ModelError;
+use facemark_core::network::{INPUT_LEN, LAYER_COUNT};
 use facemark_core::protocol::{ErrorKind, Request};
 
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -28,19 +28,19 @@ fn edited(base: &[u8], at: usize, bytes: &[u8]) -> Vec<u8> {
     f
 }
 
-/// The files of issue 15: `i32::MAX` as layer 0's first bias (byte 40),
-/// and a last-layer scale of about 2^128 (infinite keypoints).
+/// The files of issue 15: `i32::MAX` as layer 0's first bias, and a
+/// last-layer scale of about 2^128 (infinite keypoints).
 fn hostile_files(base: &[u8]) -> Vec<(&'static str, Vec<u8>, usize)> {
-    let mut off = HEADER_LEN;
-    for l in &LAYERS[..LAYER_COUNT - 1] {
-        off += section_len(l);
-    }
-    let last_mult = off + 8 + 4 * LAYERS[LAYER_COUNT - 1].out_ch;
-    let last_shift = last_mult + 4 * LAYERS[LAYER_COUNT - 1].out_ch;
+    let layout = facemark_core::Model::parse(base)
+        .expect("the base model parses")
+        .layout();
+    let last = &layout.sections[LAYER_COUNT - 1];
+    let (last_mult, last_shift) = (last.mult_at(0), last.shift_at(0));
     let mut scale = edited(base, last_mult, &0x7fff_ff80i32.to_le_bytes());
     scale = edited(&scale, last_shift, &(-128i32).to_le_bytes());
+    let bias = layout.sections[0].bias_at(0);
     vec![
-        ("bias", edited(base, 40, &i32::MAX.to_le_bytes()), 40),
+        ("bias", edited(base, bias, &i32::MAX.to_le_bytes()), bias),
         ("last-scale", scale, last_mult),
     ]
 }

@@ -272,6 +272,29 @@ pub const MAX_DENSE_IN: usize = {
     m
 };
 
+/// The inputs of an int4 dense layer in the order of its nibbles, for the
+/// SIMD tiers (done once per call, shared by every output channel): `hi[i]`
+/// meets the high nibble of packed byte `i` and `lo[i]` its low nibble, so
+/// `hi[4g + j] = x[8g + j]` and `lo[4g + j] = x[8g + 4 + j]`
+/// (`model::pack_int4`'s order). Returns `sum(x)`.
+#[cfg_attr(
+    not(any(target_arch = "aarch64", all(target_arch = "x86_64", feature = "std"))),
+    allow(dead_code)
+)]
+fn split_int4_input(input: &[i8], hi: &mut [i8], lo: &mut [i8]) -> i32 {
+    let mut sum = 0i32;
+    for ((x, h), l) in input
+        .chunks_exact(8)
+        .zip(hi.chunks_exact_mut(4))
+        .zip(lo.chunks_exact_mut(4))
+    {
+        h.copy_from_slice(&x[..4]);
+        l.copy_from_slice(&x[4..]);
+        sum += x.iter().map(|&v| v as i32).sum::<i32>();
+    }
+    sum
+}
+
 /// Each channel's requantization factor as the f32 it stands for (valid
 /// multipliers, which the layer view guarantees, are exact f32 values): the
 /// SIMD tiers requantize in f32 vectors.

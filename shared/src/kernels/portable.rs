@@ -47,6 +47,30 @@ fn single_channel_row(
     }
 }
 
+/// The int4 dense layer: each group of 8 weights is 4 bytes, byte `j`
+/// holding weight `j` high and weight `j + 4` low (`model::pack_int4`).
+/// Sums as the int8 kernel does, so the accumulators are the same.
+pub(super) fn dense_int4(l: &LayerView<'_>, packed: &[u8], input: &[i8], out: &mut [i32]) {
+    let row = l.layer.fan_in() / 2;
+    for ((c, o), w) in out.iter_mut().enumerate().zip(packed.chunks_exact(row)) {
+        *o = l.bias(c) + dot_int4(w, input);
+    }
+}
+
+/// One channel's packed int4 weights against its inputs.
+#[inline(always)]
+pub(super) fn dot_int4(packed: &[u8], input: &[i8]) -> i32 {
+    let mut acc = 0i32;
+    for (g, x) in packed.chunks_exact(4).zip(input.chunks_exact(8)) {
+        for j in 0..4 {
+            let hi = (g[j] as i8) >> 4;
+            let lo = ((g[j] << 4) as i8) >> 4;
+            acc += x[j] as i32 * hi as i32 + x[j + 4] as i32 * lo as i32;
+        }
+    }
+    acc
+}
+
 impl Kernels for Portable {
     const NAME: &'static str = "portable";
 
@@ -95,6 +119,9 @@ impl Kernels for Portable {
     }
 
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
+        if let Some(packed) = l.packed() {
+            return dense_int4(l, packed, input, out);
+        }
         for (c, o) in out.iter_mut().enumerate() {
             *o = l.bias(c) + dot(input, l.channel_weights(c));
         }

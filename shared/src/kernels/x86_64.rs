@@ -15,12 +15,13 @@
 //! - [`Avx2`]: the transposing loops with int16 operands and `vpmaddwd`
 //!   (16 MACs an instruction).
 //!
-//! Integer sums are exact (no saturating instruction is used), so both are
+//! Integer sums are exact (the one saturating instruction, VPMADDUBSW in the
+//! AVX2 int4 dense, is fed values that cannot reach its bound), so both are
 //! bit-exact with [`Portable`]; the conformance suite (`testkit`) checks it.
 
 use super::{
     Kernels, MAX_BAND, MAX_CONV_OUT_CH, MAX_DENSE_IN, MAX_SINGLE_SIDE, Portable, channel_scales,
-    fill_band,
+    fill_band, split_int4_input,
 };
 use crate::model::LayerView;
 use crate::network::Layer;
@@ -82,7 +83,12 @@ impl Kernels for Avx512Vnni {
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
         if Self::specialised(&l.layer) {
             // SAFETY: AVX-512 F/BW and VNNI are present (checked above).
-            return unsafe { vnni::dense(l, input, out) };
+            return unsafe {
+                match l.packed() {
+                    Some(packed) => vnni::dense_int4(l, packed, input, out),
+                    None => vnni::dense(l, input, out),
+                }
+            };
         }
         Portable::dense(l, input, out)
     }
@@ -117,7 +123,12 @@ impl Kernels for Avx2 {
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
         if Self::specialised(&l.layer) {
             // SAFETY: AVX2 is present (checked above).
-            return unsafe { avx2::dense(l, input, out) };
+            return unsafe {
+                match l.packed() {
+                    Some(packed) => avx2::dense_int4(l, packed, input, out),
+                    None => avx2::dense(l, input, out),
+                }
+            };
         }
         Portable::dense(l, input, out)
     }
@@ -598,6 +609,49 @@ mod vnni {
             }
         }
     }
+    /// Dense with int4 weights: each nibble becomes the unsigned `w + 8`
+    /// (in [1, 15]: the view refuses -8) against the signed input, so one
+    /// correction `8 * sum(x)` serves every channel; 128 weights per
+    /// 64-byte load, two VPDPBUSD.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn dense_int4(l: &LayerView<'_>, packed: &[u8], input: &[i8], out: &mut [i32]) {
+        let n = l.layer.in_ch;
+        let half = n / 2;
+        let mut xh = Aligned([0i8; MAX_DENSE_IN / 2 + 64]);
+        let mut xl = Aligned([0i8; MAX_DENSE_IN / 2 + 64]);
+        let sum_x = split_int4_input(&input[..n], &mut xh.0[..half], &mut xl.0[..half]);
+        let corr = sum_x.wrapping_mul(8);
+        let (nib, eight) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(8));
+        for ((ch, o), w) in l
+            .channels()
+            .zip(out.iter_mut())
+            .zip(packed.chunks_exact(half))
+        {
+            let mut acc = _mm512_setzero_si512();
+            let mut j = 0;
+            while j < half {
+                let mask = bytes64(half - j);
+                // SAFETY: the mask keeps the load inside the row; the
+                // input copies are zero-padded to whole 64-byte steps, so
+                // the bytes past the row (8 after the XOR) meet x = 0.
+                let (v, h, lo) = unsafe {
+                    (
+                        _mm512_maskz_loadu_epi8(mask, w.as_ptr().add(j).cast()),
+                        _mm512_loadu_si512(xh.0.as_ptr().add(j).cast()),
+                        _mm512_loadu_si512(xl.0.as_ptr().add(j).cast()),
+                    )
+                };
+                let wh = _mm512_xor_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), nib), eight);
+                let wl = _mm512_xor_si512(_mm512_and_si512(v, nib), eight);
+                acc = _mm512_dpbusd_epi32(acc, wh, h);
+                acc = _mm512_dpbusd_epi32(acc, wl, lo);
+                j += 64;
+            }
+            *o = ch
+                .bias
+                .wrapping_add(_mm512_reduce_add_epi32(acc).wrapping_sub(corr));
+        }
+    }
 }
 
 mod avx2 {
@@ -860,6 +914,59 @@ mod avx2 {
                 .sum();
             let simd = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
             *o = ch.bias.wrapping_add(simd).wrapping_add(tail);
+        }
+    }
+
+    /// Dense with int4 weights: as the VNNI tier, the unsigned `w + 8`
+    /// against the signed input; VPMADDUBSW's pair sums stay far from its
+    /// saturation (|2 * 15 * 128| = 3840), so 64 weights per 32-byte load
+    /// take two of it and one VPMADDWD.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn dense_int4(l: &LayerView<'_>, packed: &[u8], input: &[i8], out: &mut [i32]) {
+        let n = l.layer.in_ch;
+        let half = n / 2;
+        let mut xh = Aligned([0i8; MAX_DENSE_IN / 2]);
+        let mut xl = Aligned([0i8; MAX_DENSE_IN / 2]);
+        split_int4_input(&input[..n], &mut xh.0[..half], &mut xl.0[..half]);
+        let body = half - half % 32;
+        // The SIMD part covers inputs 0..2 * body; the tail is signed.
+        let corr = 8 * input[..2 * body].iter().map(|&v| v as i32).sum::<i32>();
+        let (nib, eight, ones) = (
+            _mm256_set1_epi8(0x0f),
+            _mm256_set1_epi8(8),
+            _mm256_set1_epi16(1),
+        );
+        for ((ch, o), w) in l
+            .channels()
+            .zip(out.iter_mut())
+            .zip(packed.chunks_exact(half))
+        {
+            let mut acc = _mm256_setzero_si256();
+            for j in (0..body).step_by(32) {
+                // SAFETY: j + 32 <= body <= half, the length of the row and
+                // of both input copies; unaligned loads.
+                let (v, h, lo) = unsafe {
+                    (
+                        _mm256_loadu_si256(w.as_ptr().add(j).cast()),
+                        _mm256_loadu_si256(xh.0.as_ptr().add(j).cast()),
+                        _mm256_loadu_si256(xl.0.as_ptr().add(j).cast()),
+                    )
+                };
+                let wh = _mm256_xor_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), nib), eight);
+                let wl = _mm256_xor_si256(_mm256_and_si256(v, nib), eight);
+                let pairs =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(wh, h), _mm256_maddubs_epi16(wl, lo));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+            }
+            let mut lanes = [0i32; 8];
+            // SAFETY: an unaligned store of 8 int32 into `lanes`.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+            let simd = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
+            let tail = super::super::portable::dot_int4(&w[body..], &input[2 * body..n]);
+            *o = ch
+                .bias
+                .wrapping_add(simd.wrapping_sub(corr))
+                .wrapping_add(tail);
         }
     }
 }

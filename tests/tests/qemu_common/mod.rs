@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use facemark_core::model::{FILE_LEN, LayerParams, write};
+use facemark_core::model::{LayerParams, WeightType, int8_file_len, write};
 use facemark_core::network::{LAYER_COUNT, LAYERS};
 use facemark_core::requant::Multiplier;
 use rand::{Rng, SeedableRng};
@@ -72,8 +72,9 @@ pub fn random_model(seed: u64) -> Vec<u8> {
         bias: &biases[i],
         multipliers: &mults[i],
         weights: &weights[i],
+        weight_type: WeightType::Int8,
     });
-    let mut out = vec![0u8; FILE_LEN];
+    let mut out = vec![0u8; int8_file_len()];
     write(&params, &mut out).expect("parameter sizes follow the table");
     out
 }
