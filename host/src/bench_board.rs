@@ -17,7 +17,7 @@ use facemark_core::network::{INPUT_LEN, INPUT_SIDE, LAYER_COUNT, LAYERS, MACS};
 use serde::Serialize;
 
 use crate::board::grouped;
-use crate::board::qemu::{Qemu, QemuOptions, firmware_elf};
+use crate::board::qemu::{Machine, Qemu, QemuOptions, board_elf};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchBoardArgs {
@@ -25,12 +25,19 @@ pub struct BenchBoardArgs {
     /// spread is reported).
     #[arg(long, default_value_t = 3)]
     pub images: usize,
-    /// The firmware ELF (default: firmware/'s release build, rebuilt if needed).
+    /// The emulated board: the MPS2 AN386 (int8 model) or the 1 MB-flash
+    /// STM32F405 of QEMU's netduinoplus2 (int4 model).
+    #[arg(long, value_enum, default_value_t = Machine::An386)]
+    pub machine: Machine,
+    /// The firmware ELF (default: the board crate's release build, rebuilt
+    /// if needed).
     #[arg(long)]
     pub elf: Option<PathBuf>,
-    /// The model file whose size is reported as the model's share of flash.
-    #[arg(long, default_value = "models/facemark.fmq")]
-    pub model: PathBuf,
+    /// The model file whose size is reported as the model's share of flash
+    /// (default: the one the board embeds, `models/facemark.fmq` on the
+    /// AN386, `models/facemark-int4.fmq` on the netduinoplus2).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Seconds to wait for each answer.
     #[arg(long, default_value_t = 300.0)]
     pub timeout: f64,
@@ -230,11 +237,11 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
         .context("--timeout must be a positive number of seconds")?;
     let elf = match &a.elf {
         Some(e) => e.clone(),
-        None => firmware_elf(true)?,
+        None => board_elf(a.machine, true)?,
     };
     let report = measure(&elf, a, timeout)?;
     let peer = if a.peer {
-        let peer_elf = portable_elf()?;
+        let peer_elf = portable_elf(a.machine)?;
         Some(measure(&peer_elf, a, timeout)?)
     } else {
         None
@@ -253,7 +260,7 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_report(&report, &a.model);
+        print_report(&report, &model_path(a));
         if let Some(p) = &peer {
             print_peer(&report, p);
         }
@@ -265,22 +272,34 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
 /// builds do not rebuild each other).
 const PORTABLE_TARGET_DIR: &str = "target/portable-kernels";
 
-/// Builds the firmware with the portable reference kernels; its ELF.
-fn portable_elf() -> Result<PathBuf> {
+/// The model whose size is reported.
+fn model_path(a: &BenchBoardArgs) -> PathBuf {
+    a.model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(a.machine.model_file()))
+}
+
+/// Builds the board's firmware with the portable reference kernels; its ELF.
+fn portable_elf(machine: Machine) -> Result<PathBuf> {
     eprintln!("building the firmware with the portable kernels (the peer) ...");
-    crate::board::qemu::build_in_firmware(
+    let dir = crate::board::qemu::firmware_dir().join(PORTABLE_TARGET_DIR);
+    let dir = dir.to_string_lossy();
+    crate::board::qemu::build_board(
+        machine,
         &[
             "build",
             "--release",
             "--no-default-features",
             "--target-dir",
-            PORTABLE_TARGET_DIR,
+            &dir,
         ],
         None,
     )?;
     Ok(crate::board::qemu::firmware_dir()
         .join(PORTABLE_TARGET_DIR)
-        .join("thumbv7em-none-eabihf/release/facemark-firmware"))
+        .join(machine.target())
+        .join("release")
+        .join(format!("facemark-{}", machine.name())))
 }
 
 /// Boots `elf` under QEMU -icount and measures it.
@@ -288,10 +307,11 @@ fn measure(elf: &Path, a: &BenchBoardArgs, timeout: Duration) -> Result<BoardRep
     let bytes = std::fs::read(elf).with_context(|| format!("cannot read {}", elf.display()))?;
     let fp =
         footprint(&elf32_sections(&bytes).with_context(|| format!("reading {}", elf.display()))?);
-    let model_bytes = std::fs::metadata(&a.model).ok().map(|m| m.len());
+    let model_bytes = std::fs::metadata(model_path(a)).ok().map(|m| m.len());
 
     let opts = QemuOptions {
         icount: true,
+        machine: a.machine,
         ..QemuOptions::default()
     };
     if !a.json {

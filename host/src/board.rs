@@ -515,14 +515,19 @@ pub struct Connection {
     #[arg(long, default_value_t = 115_200, requires = "port")]
     pub baud: u32,
     /// A board's UART over TCP, e.g. QEMU started with `cargo run --release`
-    /// in firmware/ (127.0.0.1:4444).
+    /// in firmware/boards/an386 (127.0.0.1:4444).
     #[arg(long, value_name = "HOST:PORT", group = "link")]
     pub tcp: Option<String>,
-    /// Boot the emulated board (MPS2 AN386 in qemu-system-arm) for this
-    /// command; builds the firmware first if needed.
+    /// Boot an emulated board in qemu-system-arm for this command (see
+    /// --machine); builds its firmware first if needed.
     #[arg(long, group = "link")]
     pub qemu: bool,
-    /// The firmware ELF to boot with --qemu (default: build firmware/).
+    /// The emulated board for --qemu: the MPS2 AN386 (int8 model) or the
+    /// 1 MB-flash STM32F405 of QEMU's netduinoplus2 (int4 model).
+    #[arg(long, value_enum, default_value_t = qemu::Machine::An386, requires = "qemu")]
+    pub machine: qemu::Machine,
+    /// The firmware ELF to boot with --qemu (default: build the board's
+    /// crate, firmware/boards/<machine>).
     #[arg(long, requires = "qemu")]
     pub elf: Option<PathBuf>,
     /// Print the emulated board's decoded defmt log at the end (--qemu).
@@ -557,9 +562,13 @@ impl Session {
         } else {
             let elf = match &c.elf {
                 Some(e) => e.clone(),
-                None => qemu::firmware_elf(true)?,
+                None => qemu::board_elf(c.machine, true)?,
             };
-            let (q, client) = qemu::Qemu::boot(&elf, &qemu::QemuOptions::default())?;
+            let opts = qemu::QemuOptions {
+                machine: c.machine,
+                ..qemu::QemuOptions::default()
+            };
+            let (q, client) = qemu::Qemu::boot(&elf, &opts)?;
             (client, Some(q))
         };
         client.timeout = timeout;

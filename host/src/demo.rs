@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use facemark_core::Model;
 
-use crate::board::qemu::{Qemu, QemuOptions, firmware_elf};
+use crate::board::qemu::{Machine, Qemu, QemuOptions, board_elf};
 use crate::board::{grouped, print_keypoints};
 use crate::image_io::{Face, annotated_file_name, load_csv, save_annotated, synthetic_face};
 
@@ -34,8 +34,12 @@ pub struct DemoArgs {
     /// The firmware ELF (default: build firmware/ and use its release ELF).
     #[arg(long)]
     pub elf: Option<PathBuf>,
-    /// The model file for the host's reference run (default
-    /// models/facemark.fmq, the one the firmware embeds).
+    /// The emulated board: the MPS2 AN386 (int8 model) or the 1 MB-flash
+    /// STM32F405 of QEMU's netduinoplus2 (int4 model).
+    #[arg(long, value_enum, default_value_t = Machine::An386)]
+    pub machine: Machine,
+    /// The model file for the host's reference run (default: the one the
+    /// board embeds, models/facemark.fmq or models/facemark-int4.fmq).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Seconds to wait for each answer.
@@ -88,15 +92,23 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
     let elf = match &a.elf {
         Some(e) => e.clone(),
         None => {
-            println!("firmware: cargo build --release in firmware/ ...");
-            firmware_elf(true)?
+            println!(
+                "firmware: cargo build --release in {} ...",
+                a.machine.crate_dir().display()
+            );
+            board_elf(a.machine, true)?
         }
     };
     println!(
-        "booting {} in qemu-system-arm (mps2-an386) ...",
-        elf.display()
+        "booting {} in qemu-system-arm ({}) ...",
+        elf.display(),
+        a.machine.qemu_machine()
     );
-    let (qemu, mut client) = Qemu::boot(&elf, &QemuOptions::default())?;
+    let opts = QemuOptions {
+        machine: a.machine,
+        ..QemuOptions::default()
+    };
+    let (qemu, mut client) = Qemu::boot(&elf, &opts)?;
     client.timeout = std::time::Duration::try_from_secs_f64(a.timeout)
         .ok()
         .filter(|d| !d.is_zero())
@@ -111,7 +123,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
     let model_path = a
         .model
         .clone()
-        .unwrap_or_else(|| repo_root().join("models/facemark.fmq"));
+        .unwrap_or_else(|| repo_root().join(a.machine.model_file()));
     let model_bytes = std::fs::read(&model_path).ok();
     let reference = model_bytes
         .as_deref()

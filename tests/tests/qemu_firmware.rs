@@ -1,7 +1,9 @@
-//! The real firmware ELF (MPS2 AN386) booted in qemu-system-arm: its
-//! keypoints equal the host's `facemark_core::infer` bit for bit, and no
-//! byte stream between requests (random bytes, truncated, oversized and
-//! corrupted frames, unknown messages, wrong image sizes) stops it answering.
+//! The real firmware ELF of each emulated board booted in qemu-system-arm
+//! (the MPS2 AN386 with the int8 model, the 1 MB-flash STM32F405 of the
+//! netduinoplus2 machine with the int4 one): its keypoints equal the host's
+//! `facemark_core::infer` bit for bit, and no byte stream between requests
+//! (random bytes, truncated, oversized and corrupted frames, unknown
+//! messages, wrong image sizes) stops it answering.
 //!
 //! Skips (loudly) only when qemu-system-arm is missing and `CI` is not set.
 
@@ -9,7 +11,7 @@ mod qemu_common;
 
 use std::time::{Duration, Instant};
 
-use facemark::board::qemu::{Qemu, QemuOptions, build_firmware, default_elf};
+use facemark::board::qemu::{Machine, Qemu, QemuOptions, build_board};
 use facemark::board::{Client, Inference, Reply, encode_frame};
 use facemark_core::Model;
 use facemark_core::crc32::crc32;
@@ -106,15 +108,36 @@ impl Checker<'_> {
 
 #[test]
 fn firmware_in_qemu_matches_host_and_survives_garbage() {
+    serves_and_survives(Machine::An386);
+}
+
+#[test]
+fn the_1_mb_board_with_the_int4_model_matches_host_and_survives_garbage() {
+    serves_and_survives(Machine::Netduinoplus2);
+}
+
+fn serves_and_survives(machine: Machine) {
     if !qemu_common::have_tool("qemu-system-arm", "qemu-system-arm") {
         return;
     }
-    let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let (model_bytes, model_override) = qemu_common::model_for_test(&tmp);
-    build_firmware(model_override.as_deref()).expect("build the firmware");
+    let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(machine.name());
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (model_bytes, model_override) = qemu_common::model_for_machine(machine, &tmp);
+    build_board(machine, &["build", "--release"], model_override.as_deref())
+        .expect("build the firmware");
     let model = Model::parse(&model_bytes).expect("the test's model parses");
+    eprintln!(
+        "{}: model of {} bytes, weight types {:?}",
+        machine.name(),
+        model_bytes.len(),
+        model.weight_types()
+    );
 
-    let (mut qemu, mut c) = Qemu::boot(&default_elf(), &QemuOptions::default()).expect("boot QEMU");
+    let opts = QemuOptions {
+        machine,
+        ..QemuOptions::default()
+    };
+    let (mut qemu, mut c) = Qemu::boot(&machine.elf("release"), &opts).expect("boot QEMU");
     c.timeout = ANSWER_TIMEOUT;
 
     let info = c.info().expect("info");
@@ -261,8 +284,8 @@ fn firmware_in_qemu_matches_host_and_survives_garbage() {
     let info2 = c.info().expect("info at the end");
     assert_eq!(info2, info);
 
-    // Instructions repeat (up to SysTick's 40-instruction resolution and
-    // where its wrap interrupt falls).
+    // Instructions repeat (up to SysTick's resolution, 40 or 6
+    // instructions, and where its wrap interrupt falls).
     let (first, last) = (check.costs[0], again.cost.total);
     assert!(
         first.abs_diff(last) <= first / 1000,
@@ -293,7 +316,9 @@ fn firmware_in_qemu_matches_host_and_survives_garbage() {
         Err(e) => panic!("cannot decode the firmware's defmt log: {e:#}"),
     }
     eprintln!(
-        "instructions per inference: {:?} ({} layers each)",
-        check.costs, LAYER_COUNT
+        "{}: instructions per inference: {:?} ({} layers each)",
+        machine.name(),
+        check.costs,
+        LAYER_COUNT
     );
 }

@@ -10,7 +10,7 @@ mod qemu_common;
 
 use std::time::Duration;
 
-use facemark::board::qemu::{Qemu, QemuOptions, build_in_firmware, firmware_dir};
+use facemark::board::qemu::{Machine, Qemu, QemuOptions, build_board};
 use facemark::board::{BoardError, Reply};
 use facemark_core::model::ModelError;
 use facemark_core::network::{INPUT_LEN, LAYER_COUNT};
@@ -67,8 +67,8 @@ fn serve_hostile(tmp: &std::path::Path, name: &str, bad: &[u8], offset: usize) {
     std::fs::write(&path, bad).unwrap();
     // The dev profile: debug assertions and overflow checks on (its own
     // target folder, so the release ELF other tests boot keeps its model).
-    build_in_firmware(&["build"], Some(&path)).expect("build the debug firmware");
-    let elf = firmware_dir().join("target/thumbv7em-none-eabihf/debug/facemark-firmware");
+    build_board(Machine::An386, &["build"], Some(&path)).expect("build the debug firmware");
+    let elf = Machine::An386.elf("debug");
 
     let (mut qemu, mut c) = Qemu::boot(&elf, &QemuOptions::default()).expect("boot QEMU");
     c.timeout = ANSWER_TIMEOUT;

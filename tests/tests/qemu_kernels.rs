@@ -1,9 +1,11 @@
 //! The Cortex-M DSP kernels against the portable reference, on the target:
-//! builds `firmware`'s `kernel-check` binary (random layers of every shape
-//! the kernels specialise, random parameters and edge cases, and the
-//! requantization's short path against its definition; see
-//! `firmware/src/bin/kernel_check.rs`), runs it in qemu-system-arm and
-//! requires that nothing differed.
+//! builds a board's `kernel-check` binary (random layers of every shape
+//! the kernels specialise, int8 and int4, random parameters and edge cases,
+//! and the requantization's short path against its definition; see
+//! `firmware/app/src/kernel_check.rs`), runs it in qemu-system-arm and
+//! requires that nothing differed: on the AN386's Cortex-M4
+//! (thumbv7em) and on the AN505's Cortex-M33, the Pico 2's core and code
+//! path (thumbv8m.main, `-C target-cpu=cortex-m33`).
 //!
 //! Skips (loudly) only when qemu-system-arm is missing and `CI` is not set.
 
@@ -13,7 +15,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use facemark::board::qemu::{build_in_firmware, firmware_dir};
+use facemark::board::qemu::{firmware_dir, run_cargo};
 
 const TARGET_DIR: &str = "target/kernel-check";
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -35,28 +37,44 @@ fn counts(summary: &str) -> Vec<(usize, usize)> {
 
 #[test]
 fn dsp_kernels_equal_the_portable_reference_on_the_board() {
+    kernel_check(
+        "an386",
+        &["--features", "kernel-check"],
+        "thumbv7em-none-eabihf",
+        "mps2-an386",
+        "cortex-m4",
+    );
+}
+
+#[test]
+fn dsp_kernels_equal_the_portable_reference_on_the_pico_2s_core() {
+    kernel_check(
+        "an505",
+        &[],
+        "thumbv8m.main-none-eabihf",
+        "mps2-an505",
+        "cortex-m33",
+    );
+}
+
+/// Builds `boards/<board>`'s kernel-check and runs it on `machine`.
+fn kernel_check(board: &str, features: &[&str], target: &str, machine: &str, cpu: &str) {
     if !qemu_common::have_tool("qemu-system-arm", "qemu-system-arm") {
         return;
     }
-    build_in_firmware(
-        &[
-            "build",
-            "--release",
-            "--features",
-            "kernel-check",
-            "--bin",
-            "kernel-check",
-            "--target-dir",
-            TARGET_DIR,
-        ],
-        None,
-    )
-    .expect("building the kernel-check firmware");
+    let target_dir = firmware_dir().join(TARGET_DIR);
+    let target_dir = target_dir.to_string_lossy();
+    let mut args = vec!["build", "--release", "--bin", "kernel-check"];
+    args.extend_from_slice(features);
+    args.extend_from_slice(&["--target-dir", &target_dir]);
+    run_cargo(&firmware_dir().join("boards").join(board), &args, None)
+        .expect("building the kernel-check firmware");
     let elf = firmware_dir()
         .join(TARGET_DIR)
-        .join("thumbv7em-none-eabihf/release/kernel-check");
+        .join(target)
+        .join("release/kernel-check");
     let mut child = Command::new("qemu-system-arm")
-        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic"])
+        .args(["-machine", machine, "-cpu", cpu, "-nographic"])
         .args(["-monitor", "none", "-serial", "null"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .arg("-kernel")
@@ -89,16 +107,20 @@ fn dsp_kernels_equal_the_portable_reference_on_the_board() {
     let summary = out
         .lines()
         .find(|l| l.starts_with("kernel-check: conv rows"))
-        .unwrap_or_else(|| panic!("no summary from kernel-check:\n{out}\n{err}"));
+        .unwrap_or_else(|| panic!("no summary from kernel-check on {machine}:\n{out}\n{err}"));
     let c = counts(summary);
     assert_eq!(c.len(), 3, "conv, dense and to_int8 counts in {summary:?}");
     for (checked, differed) in c {
         assert!(checked > 0, "nothing checked: {summary}");
-        assert_eq!(differed, 0, "the DSP kernels differ: {out}");
+        assert_eq!(differed, 0, "the DSP kernels differ on {machine}: {out}");
     }
     assert!(
+        out.contains(" int4)") && !out.contains("(0 int4)"),
+        "int4 dense layers were not checked on {machine}: {out}"
+    );
+    assert!(
         status.success(),
-        "kernel-check failed ({status}):\n{out}\n{err}"
+        "kernel-check failed on {machine} ({status}):\n{out}\n{err}"
     );
 }
 

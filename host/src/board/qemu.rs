@@ -1,6 +1,8 @@
-//! The emulated board: the firmware ELF booted in `qemu-system-arm -machine
-//! mps2-an386`, its UART0 connected to a TCP port this process listens on,
-//! its defmt log (semihosting, QEMU's stdout) collected.
+//! The emulated boards: a board crate's firmware ELF booted in
+//! `qemu-system-arm` (the MPS2 AN386 by default, or the 1 MB-flash STM32F405
+//! of the netduinoplus2 machine), its serial port connected to a TCP port
+//! this process listens on, its defmt log (semihosting, QEMU's stdout)
+//! collected.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -18,17 +20,90 @@ pub fn firmware_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware")
 }
 
-/// Where `cargo build --release` in `firmware/` puts the AN386 ELF.
+/// An emulated board: its crate under `firmware/boards/` and the QEMU
+/// machine that runs it. The same machines are in `firmware/qemu-run.sh`,
+/// the crates' cargo runner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Machine {
+    /// Arm MPS2 AN386 (Cortex-M4F, 4 MB of code memory): the int8 model.
+    #[default]
+    An386,
+    /// STM32F405 (Cortex-M4F, 1 MB flash, 128 KB SRAM) of QEMU's
+    /// netduinoplus2 machine: the int4 model.
+    Netduinoplus2,
+}
+
+impl Machine {
+    /// The board crate's folder name (under `firmware/boards/`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Machine::An386 => "an386",
+            Machine::Netduinoplus2 => "netduinoplus2",
+        }
+    }
+    /// QEMU's name for the machine.
+    pub const fn qemu_machine(self) -> &'static str {
+        match self {
+            Machine::An386 => "mps2-an386",
+            Machine::Netduinoplus2 => "netduinoplus2",
+        }
+    }
+    /// The model the board crate embeds, relative to the repository root
+    /// (its `.cargo/config.toml` sets `FACEMARK_MODEL` where it is not the
+    /// default): the int8 one does not fit the STM32F405's flash.
+    pub const fn model_file(self) -> &'static str {
+        match self {
+            Machine::An386 => "models/facemark.fmq",
+            Machine::Netduinoplus2 => "models/facemark-int4.fmq",
+        }
+    }
+    pub const fn target(self) -> &'static str {
+        "thumbv7em-none-eabihf"
+    }
+    /// The board crate.
+    pub fn crate_dir(self) -> PathBuf {
+        firmware_dir().join("boards").join(self.name())
+    }
+    /// The ELF of `cargo build` (`profile` "release" or "debug") in the crate.
+    pub fn elf(self, profile: &str) -> PathBuf {
+        firmware_dir()
+            .join("target")
+            .join(self.target())
+            .join(profile)
+            .join(format!("facemark-{}", self.name()))
+    }
+    /// QEMU's arguments for the machine, before `-serial` and `-kernel`.
+    pub fn qemu_args(self) -> [&'static str; 9] {
+        [
+            "-machine",
+            self.qemu_machine(),
+            "-cpu",
+            "cortex-m4",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-semihosting-config",
+            "enable=on,target=native",
+        ]
+    }
+}
+
+/// Where `cargo build --release` in `firmware/boards/an386` puts its ELF.
 pub fn default_elf() -> PathBuf {
-    firmware_dir().join("target/thumbv7em-none-eabihf/release/facemark-firmware")
+    Machine::An386.elf("release")
 }
 
 /// The emulated board's firmware ELF: `$FACEMARK_FIRMWARE_ELF` if set;
-/// otherwise `firmware/`'s release build, first brought up to date with
-/// `cargo build --release` when `build` is true (cargo rebuilds only what
-/// changed, the embedded model included). Without cargo, an existing ELF is
-/// used as it is.
+/// otherwise the board crate's release build, first brought up to date
+/// with `cargo build --release` when `build` is true (cargo rebuilds only
+/// what changed, the embedded model included). Without cargo, an existing
+/// ELF is used as it is.
 pub fn firmware_elf(build: bool) -> anyhow::Result<PathBuf> {
+    board_elf(Machine::An386, build)
+}
+
+/// [`firmware_elf`] for any emulated board.
+pub fn board_elf(machine: Machine, build: bool) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("FACEMARK_FIRMWARE_ELF") {
         let p = PathBuf::from(p);
         if !p.is_file() {
@@ -36,9 +111,9 @@ pub fn firmware_elf(build: bool) -> anyhow::Result<PathBuf> {
         }
         return Ok(p);
     }
-    let elf = default_elf();
+    let elf = machine.elf("release");
     if build {
-        match build_firmware(None) {
+        match build_board(machine, &["build", "--release"], None) {
             Ok(()) => {}
             Err(e) if elf.is_file() => {
                 eprintln!(
@@ -53,24 +128,34 @@ pub fn firmware_elf(build: bool) -> anyhow::Result<PathBuf> {
         bail!(
             "no firmware ELF at {} (run `cargo build --release` in {})",
             elf.display(),
-            firmware_dir().display()
+            machine.crate_dir().display()
         );
     }
     Ok(elf)
 }
 
-/// `cargo build --release` in `firmware/`, with this process's cargo
+/// `cargo build --release` of the AN386 board, with this process's cargo
 /// variables removed (a test run's must not leak into the nested build).
-/// `model` embeds another model file than `models/facemark.fmq` (as
+/// `model` embeds another model file than the board's default (as
 /// `FACEMARK_MODEL` does; `None` leaves that variable as it is).
 pub fn build_firmware(model: Option<&Path>) -> anyhow::Result<()> {
-    build_in_firmware(&["build", "--release"], model)
+    build_board(Machine::An386, &["build", "--release"], model)
 }
 
-/// Runs cargo with `args` in `firmware/` (cleaned environment, see
-/// [`build_firmware`]).
+/// Runs cargo with `args` in a board crate's folder, where its
+/// `.cargo/config.toml` (target, link flags, default model) applies.
+pub fn build_board(machine: Machine, args: &[&str], model: Option<&Path>) -> anyhow::Result<()> {
+    run_cargo(&machine.crate_dir(), args, model)
+}
+
+/// Runs cargo with `args` in `firmware/` (the Raspberry Pi crates).
 pub fn build_in_firmware(args: &[&str], model: Option<&Path>) -> anyhow::Result<()> {
-    let dir = firmware_dir();
+    run_cargo(&firmware_dir(), args, model)
+}
+
+/// Cargo with `args` in `dir`, this process's cargo variables removed.
+pub fn run_cargo(dir: &Path, args: &[&str], model: Option<&Path>) -> anyhow::Result<()> {
+    let dir = dir.to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.args(args).current_dir(&dir);
@@ -123,6 +208,8 @@ pub struct QemuOptions {
     pub icount: bool,
     /// How long QEMU may take to connect to the UART's port.
     pub connect_timeout: Duration,
+    /// The machine to emulate (the ELF must be built for it).
+    pub machine: Machine,
 }
 
 impl Default for QemuOptions {
@@ -131,6 +218,7 @@ impl Default for QemuOptions {
             qemu: "qemu-system-arm".into(),
             icount: true,
             connect_timeout: Duration::from_secs(60),
+            machine: Machine::An386,
         }
     }
 }
@@ -189,9 +277,7 @@ impl Qemu {
             o.qemu.clone()
         };
         let mut cmd = Command::new(&qemu);
-        cmd.args(["-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic"])
-            .args(["-monitor", "none"])
-            .args(["-semihosting-config", "enable=on,target=native"]);
+        cmd.args(o.machine.qemu_args());
         if o.icount {
             cmd.args(["-icount", "shift=0"]);
         }
@@ -246,9 +332,26 @@ impl Qemu {
             std::thread::sleep(Duration::from_millis(10));
         };
         stream.set_nonblocking(false)?;
+        // QEMU connects before the guest runs, and the STM32's USART drops
+        // what reaches it before the firmware enables it: wait for the
+        // firmware's first log bytes, which it writes after its UART is up
+        // (a build that logs nothing at boot, DEFMT_LOG=off, costs 10 s).
+        let logged = Instant::now();
+        while board.raw_log().is_empty() && logged.elapsed() < Duration::from_secs(10) {
+            if let Some(status) = board.child.try_wait()? {
+                bail!(
+                    "QEMU exited ({status}) before the firmware logged anything: {}",
+                    board.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let client = Client::from_tcp(
             stream,
-            format!("qemu mps2-an386 (uart0 on 127.0.0.1:{port})"),
+            format!(
+                "qemu {} (serial on 127.0.0.1:{port})",
+                o.machine.qemu_machine()
+            ),
         )?;
         Ok((board, client))
     }

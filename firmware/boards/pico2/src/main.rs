@@ -1,6 +1,8 @@
-//! Raspberry Pi Pico 2 (RP2350, Cortex-M33): UART0 on GP0 (TX) and GP1 (RX),
-//! 115200 baud 8N1; the defmt log over RTT (probe-rs); cost in core cycles
-//! (SysTick on the 150 MHz system clock).
+//! Facemark on the Raspberry Pi Pico 2 (RP2350, Cortex-M33): UART0 on GP0
+//! (TX) and GP1 (RX), 115200 baud 8N1; the defmt log over RTT (probe-rs);
+//! cost in core cycles (SysTick on the 150 MHz system clock).
+#![no_std]
+#![no_main]
 
 use core::convert::Infallible;
 
@@ -59,17 +61,17 @@ impl Board for Pico2 {
     const FIRMWARE_VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn now(&mut self) -> u64 {
-        crate::clock::ticks()
+        facemark_app::clock::ticks()
     }
 
     fn event(&mut self, e: Event<'_>) {
-        crate::log_event(e);
+        facemark_app::log_event(e);
     }
 }
 
 #[hal::entry]
 fn main() -> ! {
-    crate::stack::paint();
+    facemark_app::stack::paint();
     let (Some(mut pac), Some(cp)) = (hal::pac::Peripherals::take(), cortex_m::Peripherals::take())
     else {
         halt()
@@ -87,7 +89,7 @@ fn main() -> ! {
         defmt::error!("clock setup failed");
         halt()
     };
-    crate::clock::start(cp.SYST);
+    facemark_app::clock::start(cp.SYST);
     let sio = hal::Sio::new(pac.SIO);
     let pins = hal::gpio::Pins::new(
         pac.IO_BANK0,
@@ -103,7 +105,7 @@ fn main() -> ! {
         defmt::error!("uart setup failed");
         halt()
     };
-    crate::run(Pico2, &mut Uart(uart))
+    facemark_app::run(Pico2, &mut Uart(uart), halt)
 }
 
 /// Stops here for good (a debugger can look around).

@@ -1,6 +1,8 @@
-//! Arm MPS2 AN386 (Cortex-M4F) as `qemu-system-arm -machine mps2-an386`
-//! models it: CMSDK APB UART0 at 0x40004000, SysTick at 25 MHz, semihosting
-//! for the defmt log and for exiting.
+//! Facemark on the Arm MPS2 AN386 (Cortex-M4F) as `qemu-system-arm -machine
+//! mps2-an386` models it: CMSDK APB UART0 at 0x40004000, SysTick at 25 MHz,
+//! semihosting for the defmt log and for exiting.
+#![no_std]
+#![no_main]
 
 use core::convert::Infallible;
 use core::ptr::{read_volatile, write_volatile};
@@ -99,23 +101,23 @@ impl Board for An386 {
     const FIRMWARE_VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn now(&mut self) -> u64 {
-        crate::clock::ticks() * 40
+        facemark_app::clock::ticks() * 40
     }
 
     fn event(&mut self, e: Event<'_>) {
-        crate::log_event(e);
+        facemark_app::log_event(e);
     }
 }
 
 #[entry]
 fn main() -> ! {
-    crate::stack::paint();
+    facemark_app::stack::paint();
     let Some(cp) = cortex_m::Peripherals::take() else {
         halt()
     };
-    crate::clock::start(cp.SYST);
+    facemark_app::clock::start(cp.SYST);
     let mut uart = Uart0::init();
-    crate::run(An386, &mut uart)
+    facemark_app::run(An386, &mut uart, halt)
 }
 
 /// Ends QEMU with a failure status.

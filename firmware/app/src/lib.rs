@@ -1,27 +1,16 @@
-//! Facemark firmware: the int8 keypoint network answering over a UART.
-//!
-//! The board follows from the target (see `build.rs`):
-//! - `thumbv7em-none-eabihf`: Arm MPS2 AN386 (Cortex-M4F) under
-//!   `qemu-system-arm`, UART0, logs through `defmt-semihosting`, cost in
-//!   instructions (SysTick under `-icount shift=0`);
-//! - `thumbv8m.main-none-eabihf`: Raspberry Pi Pico 2 (RP2350), UART0 on
-//!   GP0/GP1, logs through `defmt-rtt`, cost in core cycles.
-//!
-//! Both run the same loop, [`facemark_serve::Server`], over the embedded
-//! model file. Nothing here allocates; the arena, which also receives the
+//! What every Facemark board runs, whatever its chip: the serving loop
+//! ([`facemark_serve::Server`]) over the embedded model file, its log lines,
+//! the SysTick clock and the painted stack. Each board is its own crate
+//! under `boards/` (as embassy lays them out), with its own target, runner,
+//! `memory.x` and peripherals; its `main` sets up the UART and calls
+//! [`run`]. Nothing here allocates; the arena, which also receives the
 //! request frames, is a static.
 #![no_std]
-#![no_main]
 
-mod clock;
-mod stack;
-
-#[cfg(board = "an386")]
-#[path = "board/an386.rs"]
-mod board;
-#[cfg(board = "pico2")]
-#[path = "board/pico2.rs"]
-mod board;
+pub mod clock;
+#[cfg(feature = "kernel-check")]
+pub mod kernel_check;
+pub mod stack;
 
 use facemark_core::Arena;
 use facemark_core::network::ARENA_LEN;
@@ -31,8 +20,9 @@ use facemark_serve::{Event, Server};
 /// static, so that the stack stays small.
 static mut ARENA: Arena = [0; ARENA_LEN];
 
-/// Runs once, from the board's entry point, after the clock is set up.
-fn run<B, L>(board: B, link: &mut L) -> !
+/// Runs once, from the board's entry point, after the clock is set up;
+/// `halt` ends the program when the link ends.
+pub fn run<B, L>(board: B, link: &mut L, halt: fn() -> !) -> !
 where
     B: facemark_serve::Board,
     L: facemark_serve::Link<Error = core::convert::Infallible>,
@@ -65,11 +55,11 @@ where
         Ok(()) => defmt::error!("the link ended"),
         Err(e) => match e {},
     }
-    board::halt()
+    halt()
 }
 
 /// Logs one answered request (shared by the boards' `Board::event`).
-fn log_event(e: Event<'_>) {
+pub fn log_event(e: Event<'_>) {
     match e {
         Event::BadFrame(err) => defmt::warn!("bad frame: {}", defmt::Debug2Format(&err)),
         Event::Undecodable { len } => defmt::warn!("undecodable message, {=usize} bytes", len),

@@ -1,0 +1,16 @@
+//! The kernel conformance suite on the AN386's Cortex-M4 (see
+//! `facemark_app::kernel_check`); run by `tests/tests/qemu_kernels.rs`.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+
+#[entry]
+fn main() -> ! {
+    facemark_app::kernel_check::run("mps2-an386 (cortex-m4)")
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    facemark_app::kernel_check::on_panic(info)
+}
