@@ -15,15 +15,20 @@ fn check(m: &Model<'_>) {
     for (i, layer) in LAYERS.iter().enumerate() {
         let v = m.layer(i);
         assert_eq!(v.layer, *layer);
-        for (c, ch) in v.channels().enumerate() {
-            assert!(ch.multiplier.is_valid());
-            assert!(bias_in_bound(ch.bias, layer.fan_in()));
-            assert_eq!(ch.bias, v.bias(c));
+        for c in 0..layer.out_ch {
+            assert!(v.multiplier(c).is_valid());
+            assert!(bias_in_bound(v.bias(c), layer.fan_in()));
             let max = v.weight_type.max_abs();
             if c % 16 == 0 {
                 for k in 0..layer.fan_in() {
                     assert!((v.weight(c, k) as i32).abs() <= max);
                 }
+            }
+        }
+        if v.packed().is_none() {
+            assert_eq!(v.channels().count(), layer.out_ch);
+            for (c, ch) in v.channels().enumerate() {
+                assert_eq!((ch.bias, ch.multiplier), (v.bias(c), v.multiplier(c)));
             }
         }
     }

@@ -351,9 +351,17 @@ fn measure(elf: &Path, a: &BenchBoardArgs, timeout: Duration) -> Result<BoardRep
         board: info.board.clone(),
         firmware_version: info.firmware_version.clone(),
         cost_unit: info.cost_unit.clone(),
-        note: "instructions executed, counted by QEMU -icount shift=0 (SysTick at 25 MHz, \
-               40 instructions per tick); not cycles"
-            .into(),
+        note: match a.machine {
+            Machine::An386 => {
+                "instructions executed, counted by QEMU -icount shift=0 (SysTick at 25 MHz, \
+                 40 instructions per tick); not cycles"
+            }
+            Machine::Netduinoplus2 => {
+                "instructions executed, counted by QEMU -icount shift=0 (SysTick at 168 MHz, \
+                 21 ticks per 125 instructions); not cycles"
+            }
+        }
+        .into(),
         inferences: a.images,
         instructions_per_inference: cost.total,
         totals,

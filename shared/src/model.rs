@@ -469,8 +469,14 @@ pub struct LayerView<'a> {
     bias: &'a [u8],
     mult: &'a [u8],
     shift: &'a [u8],
-    /// The weights as stored (int8: one byte each; int4: packed).
-    weights: &'a [u8],
+    /// int8 weights (empty for an int4 layer). Kept apart from `packed`,
+    /// not one byte slice and a type to match on, so that `channels()` is
+    /// the plain iterator the conv kernels had: they set it up per pixel
+    /// pair, and one `.max(1)` in that setup measured +110K instructions
+    /// per inference on the AN386.
+    weights: &'a [i8],
+    /// Packed int4 weights (empty for an int8 layer).
+    packed: &'a [u8],
 }
 
 impl<'a> LayerView<'a> {
@@ -490,7 +496,6 @@ impl<'a> LayerView<'a> {
         shift: &'a [u8],
         weights: &'a [i8],
     ) -> Option<Self> {
-        let weights: &[u8] = bytemuck::cast_slice(weights);
         let view = Self {
             layer,
             in_zero_point,
@@ -500,6 +505,7 @@ impl<'a> LayerView<'a> {
             mult,
             shift,
             weights,
+            packed: &[],
         };
         view.valid().then_some(view)
     }
@@ -524,7 +530,8 @@ impl<'a> LayerView<'a> {
             bias,
             mult,
             shift,
-            weights: packed,
+            weights: &[],
+            packed,
         };
         view.valid().then_some(view)
     }
@@ -538,7 +545,9 @@ impl<'a> LayerView<'a> {
             && layer.in_side > 0
             && layer.in_ch > 0
             && t.fits(&layer)
-            && self.weights.len() == t.weight_bytes(&layer);
+            && self.weights.len() + self.packed.len() == t.weight_bytes(&layer)
+            && (t == WeightType::Int8 || self.weights.is_empty())
+            && (t == WeightType::Int4 || self.packed.is_empty());
         let fan_in = layer.fan_in();
         let int8 = -128..=127;
         lens_fit
@@ -546,7 +555,7 @@ impl<'a> LayerView<'a> {
             && int8.contains(&self.out_zero_point)
             && (0..c)
                 .all(|ch| self.multiplier(ch).is_valid() && bias_in_bound(self.bias(ch), fan_in))
-            && first_bad_weight(t, self.weights).is_none()
+            && first_bad_weight(t, self.stored()).is_none()
     }
 
     /// Folded bias of output channel `c` (`c < out_ch`).
@@ -562,14 +571,18 @@ impl<'a> LayerView<'a> {
             shift: i32_at(self.shift, 4 * c),
         }
     }
+    /// The weights as stored.
+    fn stored(&self) -> &'a [u8] {
+        match self.weight_type {
+            WeightType::Int8 => bytemuck::cast_slice(self.weights),
+            WeightType::Int4 => self.packed,
+        }
+    }
     /// All int8 weights of the layer (empty for an int4 layer: see
     /// [`packed`](Self::packed)). Conv layers are always int8.
     #[inline]
     pub fn weights(&self) -> &'a [i8] {
-        match self.weight_type {
-            WeightType::Int8 => bytemuck::cast_slice(self.weights),
-            WeightType::Int4 => &[],
-        }
+        self.weights
     }
     /// An int4 layer's packed weights ([`pack_int4`]'s layout); `None` for
     /// an int8 layer.
@@ -577,29 +590,30 @@ impl<'a> LayerView<'a> {
     pub fn packed(&self) -> Option<&'a [u8]> {
         match self.weight_type {
             WeightType::Int8 => None,
-            WeightType::Int4 => Some(self.weights),
+            WeightType::Int4 => Some(self.packed),
         }
     }
-    /// Int8 weights of output channel `c` (`fan_in` values, `c < out_ch`;
-    /// empty for an int4 layer).
+    /// Int8 weights of output channel `c` (`fan_in` values, `c < out_ch`).
+    /// An int8 layer's only: an int4 layer has none to give and panics.
     #[inline]
     pub fn channel_weights(&self, c: usize) -> &'a [i8] {
-        let w = self.weights();
         let n = self.layer.fan_in();
-        w.get(c * n..(c + 1) * n).unwrap_or(&[])
+        &self.weights[c * n..(c + 1) * n]
     }
     /// Weight `k` of output channel `c`, whatever the weight type.
     #[inline]
     pub fn weight(&self, c: usize, k: usize) -> i8 {
         let n = self.weight_type.channel_bytes(&self.layer);
-        let row = &self.weights[c * n..(c + 1) * n];
+        let row = &self.stored()[c * n..(c + 1) * n];
         match self.weight_type {
             WeightType::Int8 => row[k] as i8,
             WeightType::Int4 => int4_weight(row, k),
         }
     }
-    /// Every output channel's weights, bias and multiplier, in order
-    /// (no per-channel bounds checks in a kernel's channel loop).
+    /// Every output channel's int8 weights, bias and multiplier, in order
+    /// (no per-channel bounds checks in a kernel's channel loop). An int4
+    /// layer yields none: its kernels read [`bias`](Self::bias),
+    /// [`multiplier`](Self::multiplier) and [`packed`](Self::packed).
     #[inline]
     pub fn channels(&self) -> impl Iterator<Item = Channel<'a>> + use<'a> {
         let word = |b: &[u8]| {
@@ -607,20 +621,12 @@ impl<'a> LayerView<'a> {
             w.copy_from_slice(b);
             i32::from_le_bytes(w)
         };
-        let t = self.weight_type;
         self.weights
-            .chunks_exact(t.channel_bytes(&self.layer).max(1))
+            .chunks_exact(self.layer.fan_in())
             .zip(self.bias.chunks_exact(4))
             .zip(self.mult.chunks_exact(4).zip(self.shift.chunks_exact(4)))
-            .map(move |((row, b), (m, s))| Channel {
-                weights: match t {
-                    WeightType::Int8 => bytemuck::cast_slice(row),
-                    WeightType::Int4 => &[],
-                },
-                packed: match t {
-                    WeightType::Int8 => &[],
-                    WeightType::Int4 => row,
-                },
+            .map(move |((weights, b), (m, s))| Channel {
+                weights,
                 bias: word(b),
                 multiplier: Multiplier {
                     mult: word(m),
@@ -639,13 +645,11 @@ impl<'a> LayerView<'a> {
     }
 }
 
-/// One output channel of a layer.
+/// One output channel of an int8 layer.
 #[derive(Clone, Copy, Debug)]
 pub struct Channel<'a> {
-    /// `fan_in` int8 weights (empty for an int4 layer).
+    /// `fan_in` weights.
     pub weights: &'a [i8],
-    /// `fan_in / 2` bytes of packed int4 weights (empty for an int8 layer).
-    pub packed: &'a [u8],
     /// Folded bias.
     pub bias: i32,
     pub multiplier: Multiplier,
@@ -877,6 +881,11 @@ impl<'a> Model<'a> {
     pub fn layer(&self, i: usize) -> LayerView<'a> {
         let sec = &Section::new(&LAYERS[i], self.weight_types[i], self.starts[i]);
         let b = self.bytes;
+        let stored = &b[sec.weights.clone()];
+        let (weights, packed): (&[i8], &[u8]) = match sec.weight_type {
+            WeightType::Int8 => (bytemuck::cast_slice(stored), &[]),
+            WeightType::Int4 => (&[], stored),
+        };
         LayerView {
             layer: LAYERS[i],
             in_zero_point: i32_at(b, sec.in_zero_point),
@@ -885,7 +894,8 @@ impl<'a> Model<'a> {
             bias: &b[sec.bias.clone()],
             mult: &b[sec.mult.clone()],
             shift: &b[sec.shift.clone()],
-            weights: &b[sec.weights.clone()],
+            weights,
+            packed,
         }
     }
 }
@@ -1040,8 +1050,8 @@ mod tests {
         let ok = |l, p: &[u8]| LayerView::from_parts_int4(l, 0, 0, &b, &mult, &shift, p).is_some();
         assert_eq!(v.weight(0, 0), 1);
         assert_eq!(v.weight(0, 5), -6);
-        assert!(v.weights().is_empty() && v.channel_weights(0).is_empty());
-        assert_eq!(v.channels().count(), 1);
+        assert!(v.weights().is_empty() && v.packed() == Some(&packed[..]));
+        assert_eq!(v.channels().count(), 0);
         // -8 in either nibble, a conv layer, a fan-in not a multiple of 8.
         assert!(ok(dense, &[0x70, 0, 0, 0x07]));
         assert!(!ok(dense, &[0x80, 0, 0, 0]));
