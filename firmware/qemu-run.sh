@@ -16,7 +16,7 @@
 # `-icount shift=0` makes one instruction one virtual nanosecond, so SysTick
 # counts instructions (AN386: 1 tick = 40; STM32F405 at 168 MHz: 21 ticks =
 # 125). `facemark board --qemu` builds this same command line in
-# host/src/board/qemu.rs (`Machine::args`).
+# host/src/board/qemu.rs (`Machine::qemu_args`).
 set -euo pipefail
 machine=$1
 elf=$2
