@@ -748,30 +748,42 @@ impl<'a> Model<'a> {
         if let Some(e) = reserved_nonzero(bytes, field::WEIGHT_TYPES + LAYER_COUNT..HEADER_LEN) {
             return Err(e);
         }
-        let layout = Layout::new(weight_types);
+        // One section at a time, not a whole `Layout` (330 bytes of a
+        // board's stack).
+        let payload_len: usize = LAYERS
+            .iter()
+            .zip(weight_types)
+            .map(|(l, t)| section_len(l, t))
+            .sum();
+        let file_len = HEADER_LEN + payload_len + CRC_LEN;
         let payload = u32_at(bytes, field::PAYLOAD_LEN.start);
-        if payload as usize != layout.payload_len {
+        if payload as usize != payload_len {
             return Err(ModelError::PayloadLength {
                 found: payload,
-                expected: layout.payload_len as u32,
+                expected: payload_len as u32,
             });
         }
-        if bytes.len() < layout.file_len {
-            return Err(truncated(layout.file_len));
+        if bytes.len() < file_len {
+            return Err(truncated(file_len));
         }
-        if bytes.len() > layout.file_len {
+        if bytes.len() > file_len {
             return Err(ModelError::TrailingBytes {
                 len: bytes.len(),
-                expected: layout.file_len,
+                expected: file_len,
             });
         }
-        let stored = u32_at(bytes, layout.crc_at());
-        let computed = crc32(&bytes[..layout.crc_at()]);
+        let stored = u32_at(bytes, file_len - CRC_LEN);
+        let computed = crc32(&bytes[..file_len - CRC_LEN]);
         if stored != computed {
             return Err(ModelError::BadChecksum { stored, computed });
         }
         let mut prev_out_zp = INPUT_ZERO_POINT;
-        for (i, (l, sec)) in LAYERS.iter().zip(layout.sections.iter()).enumerate() {
+        let mut starts = [0usize; LAYER_COUNT];
+        let mut start = HEADER_LEN;
+        for (i, l) in LAYERS.iter().enumerate() {
+            let sec = &Section::new(l, weight_types[i], start);
+            starts[i] = start;
+            start += sec.len();
             let in_zp = i32_at(bytes, sec.in_zero_point);
             let out_zp = i32_at(bytes, sec.out_zero_point);
             if in_zp != prev_out_zp {
@@ -853,7 +865,7 @@ impl<'a> Model<'a> {
         Ok(Self {
             bytes,
             weight_types,
-            starts: core::array::from_fn(|i| layout.sections[i].start),
+            starts,
         })
     }
 
