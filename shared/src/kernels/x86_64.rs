@@ -622,11 +622,7 @@ mod vnni {
         let sum_x = split_int4_input(&input[..n], &mut xh.0[..half], &mut xl.0[..half]);
         let corr = sum_x.wrapping_mul(8);
         let (nib, eight) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(8));
-        for ((ch, o), w) in l
-            .channels()
-            .zip(out.iter_mut())
-            .zip(packed.chunks_exact(half))
-        {
+        for ((c, o), w) in out.iter_mut().enumerate().zip(packed.chunks_exact(half)) {
             let mut acc = _mm512_setzero_si512();
             let mut j = 0;
             while j < half {
@@ -647,8 +643,8 @@ mod vnni {
                 acc = _mm512_dpbusd_epi32(acc, wl, lo);
                 j += 64;
             }
-            *o = ch
-                .bias
+            *o = l
+                .bias(c)
                 .wrapping_add(_mm512_reduce_add_epi32(acc).wrapping_sub(corr));
         }
     }
@@ -936,11 +932,7 @@ mod avx2 {
             _mm256_set1_epi8(8),
             _mm256_set1_epi16(1),
         );
-        for ((ch, o), w) in l
-            .channels()
-            .zip(out.iter_mut())
-            .zip(packed.chunks_exact(half))
-        {
+        for ((c, o), w) in out.iter_mut().enumerate().zip(packed.chunks_exact(half)) {
             let mut acc = _mm256_setzero_si256();
             for j in (0..body).step_by(32) {
                 // SAFETY: j + 32 <= body <= half, the length of the row and
@@ -963,8 +955,8 @@ mod avx2 {
             unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
             let simd = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
             let tail = super::super::portable::dot_int4(&w[body..], &input[2 * body..n]);
-            *o = ch
-                .bias
+            *o = l
+                .bias(c)
                 .wrapping_add(simd.wrapping_sub(corr))
                 .wrapping_add(tail);
         }
