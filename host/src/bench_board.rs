@@ -34,8 +34,9 @@ pub struct BenchBoardArgs {
     #[arg(long)]
     pub elf: Option<PathBuf>,
     /// The model file whose size is reported as the model's share of flash
-    /// (default: the one the board embeds, `models/facemark.fmq` on the
-    /// AN386, `models/facemark-int4.fmq` on the netduinoplus2).
+    /// (default: the one the board embeds, the repository's
+    /// `models/facemark.fmq` on the AN386, `models/facemark-int4.fmq` on
+    /// the netduinoplus2).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Seconds to wait for each answer.

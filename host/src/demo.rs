@@ -47,10 +47,7 @@ pub struct DemoArgs {
     pub timeout: f64,
 }
 
-/// The repository's root (where `host/` is).
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::board::qemu::repo_root;
 
 /// The Kaggle validation faces beside the repository, if they are there.
 pub fn default_data() -> Option<PathBuf> {

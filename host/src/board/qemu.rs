@@ -15,9 +15,37 @@ use anyhow::{Context, bail};
 
 use super::Client;
 
-/// The firmware's cargo workspace (`firmware/` beside `host/`).
+/// The Facemark repository the firmware is built from and the committed
+/// models are read from: `$FACEMARK_REPO` if set; else the nearest folder
+/// at or above the current directory that holds `firmware/boards`; else the
+/// one this binary was built from. So an installed `facemark` (`cargo
+/// install --path host`) works from anywhere inside a clone, or anywhere
+/// with `FACEMARK_REPO`; where none of them exists, building the firmware
+/// fails with an error that says so ([`run_cargo`]).
+pub fn repo_root() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cwd = std::env::current_dir().unwrap_or_default();
+    find_repo(
+        std::env::var_os("FACEMARK_REPO").map(PathBuf::from),
+        &cwd,
+        &built,
+    )
+}
+
+/// [`repo_root`]'s rule, without the process's environment.
+pub fn find_repo(env: Option<PathBuf>, cwd: &Path, built: &Path) -> PathBuf {
+    if let Some(p) = env {
+        return p;
+    }
+    cwd.ancestors()
+        .find(|d| d.join("firmware/boards").is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| built.to_path_buf())
+}
+
+/// The firmware's cargo workspace (`firmware/` in [`repo_root`]).
 pub fn firmware_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware")
+    repo_root().join("firmware")
 }
 
 /// An emulated board: its crate under `firmware/boards/` and the QEMU
@@ -156,6 +184,13 @@ pub fn build_in_firmware(args: &[&str], model: Option<&Path>) -> anyhow::Result<
 /// Cargo with `args` in `dir`, this process's cargo variables removed.
 pub fn run_cargo(dir: &Path, args: &[&str], model: Option<&Path>) -> anyhow::Result<()> {
     let dir = dir.to_path_buf();
+    if !dir.join("Cargo.toml").is_file() {
+        bail!(
+            "no firmware crate at {}: run facemark from inside a Facemark clone, set \
+             FACEMARK_REPO=/path/to/facemark, or pass --elf",
+            dir.display()
+        );
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.args(args).current_dir(&dir);
@@ -387,5 +422,35 @@ impl Drop for Qemu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_is_found_from_inside_it_or_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("clone");
+        let deep = repo.join("host/src");
+        std::fs::create_dir_all(repo.join("firmware/boards")).unwrap();
+        std::fs::create_dir_all(&deep).unwrap();
+        let built = Path::new("/nowhere/built");
+        assert_eq!(find_repo(None, &deep, built), repo);
+        assert_eq!(find_repo(None, &repo, built), repo);
+        // Outside any clone: the build's own, or the one named.
+        assert_eq!(find_repo(None, tmp.path(), built), built);
+        let named = PathBuf::from("/elsewhere/facemark");
+        assert_eq!(find_repo(Some(named.clone()), &deep, built), named);
+    }
+
+    #[test]
+    fn building_without_a_repository_says_what_to_pass() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = run_cargo(tmp.path(), &["build"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FACEMARK_REPO") && e.contains("--elf"), "{e}");
     }
 }
