@@ -708,7 +708,46 @@ pub fn train(
     })
 }
 
-/// `facemark train`.
+/// A training recipe: every value a run takes where no flag says otherwise.
+/// The values live here once; `config.json` records what a run used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Recipe {
+    /// The committed model's (models/README.md): 70 epochs, one-cycle
+    /// schedule, flips, shifts up to 2 px, brightness 0.1, contrast 0.2,
+    /// seed 2; the rest as `seed`.
+    #[default]
+    Committed,
+    /// The seed report's: 15 epochs at a constant learning rate 1e-3,
+    /// batch 16, Adam (weight decay 1e-7, epsilon 1e-8), no augmentation,
+    /// seed 0 ([`TrainConfig::default`]).
+    Seed,
+}
+
+impl Recipe {
+    /// The recipe's config (data paths left empty).
+    pub fn config(self) -> TrainConfig {
+        match self {
+            Recipe::Seed => TrainConfig::default(),
+            Recipe::Committed => TrainConfig {
+                epochs: 70,
+                schedule: Schedule::Onecycle,
+                augment: AugmentConfig {
+                    flip: true,
+                    shift: 2.0,
+                    brightness: 0.1,
+                    contrast: 0.2,
+                    ..AugmentConfig::default()
+                },
+                seed: 2,
+                ..TrainConfig::default()
+            },
+        }
+    }
+}
+
+/// `facemark train`. Every recipe value is optional here: a flag given
+/// overrides the one `--recipe` sets (`facemark train --train T --val V
+/// --out runs/x` trains the committed model's recipe).
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Training data: Kaggle CSV (.csv, .csv.gz or .zip).
@@ -717,62 +756,67 @@ pub struct TrainArgs {
     /// Validation data file (default: a seeded split of --train, see --val-split).
     #[arg(long)]
     pub val: Option<PathBuf>,
-    /// Fraction of --train held out for validation when --val is not given.
-    #[arg(long, default_value_t = 0.1)]
-    pub val_split: f64,
     /// Run directory (config, metrics, checkpoints, plot).
     #[arg(long)]
     pub out: PathBuf,
     /// Continue the run in --out from its last finished epoch (same recipe flags; --epochs may grow).
     #[arg(long)]
     pub resume: bool,
-    /// burn backend.
-    #[arg(long, value_enum, default_value_t = Backend::Flex)]
-    pub backend: Backend,
-    #[arg(long, default_value_t = 15)]
-    pub epochs: usize,
-    /// Batch size.
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
-    /// (Peak) learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// L2 weight decay (added to the gradient, as PyTorch's Adam does).
-    #[arg(long, default_value_t = 1e-7)]
-    pub weight_decay: f64,
-    /// Adam epsilon (PyTorch's default).
-    #[arg(long, default_value_t = 1e-8)]
-    pub adam_eps: f64,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum, default_value_t = Schedule::Constant)]
-    pub schedule: Schedule,
-    /// One-cycle warm-up fraction.
-    #[arg(long, default_value_t = 0.3)]
-    pub warmup: f64,
-    /// Random horizontal flips (left/right keypoints swapped).
+    /// The recipe the flags below start from: `committed` (the committed
+    /// model's) or `seed` (the seed report's).
+    #[arg(long, value_enum, default_value_t = Recipe::Committed)]
+    pub recipe: Recipe,
+    /// Fraction of --train held out for validation when --val is not given.
     #[arg(long)]
-    pub flip: bool,
+    pub val_split: Option<f64>,
+    /// burn backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// (Peak) learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// L2 weight decay (added to the gradient, as PyTorch's Adam does).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Adam epsilon.
+    #[arg(long)]
+    pub adam_eps: Option<f64>,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum)]
+    pub schedule: Option<Schedule>,
+    /// One-cycle warm-up fraction.
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Random horizontal flips (left/right keypoints swapped): `--flip`,
+    /// or `--flip false`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub flip: Option<bool>,
     /// Random shifts up to this many pixels (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    pub shift: f32,
+    #[arg(long)]
+    pub shift: Option<f32>,
     /// Random rotations up to this many degrees (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    pub rotate: f32,
+    #[arg(long)]
+    pub rotate: Option<f32>,
     /// Random scaling by up to this fraction, e.g. 0.05 (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    pub scale: f32,
+    #[arg(long)]
+    pub scale: Option<f32>,
     /// Random brightness change up to this fraction of full scale (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    pub brightness: f32,
+    #[arg(long)]
+    pub brightness: Option<f32>,
     /// Random contrast change up to this fraction, e.g. 0.2 (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    pub contrast: f32,
+    #[arg(long)]
+    pub contrast: Option<f32>,
     /// Stop after this many epochs without a better validation MSE.
     #[arg(long)]
     pub early_stop: Option<usize>,
     /// Seed for initialisation, split, shuffling, augmentation and dropout.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Skip malformed rows (and report how many) instead of failing.
     #[arg(long)]
     pub skip_bad_rows: bool,
@@ -785,34 +829,37 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The recipe's config with the flags given laid over it.
     pub fn config(&self) -> TrainConfig {
+        let base = self.recipe.config();
+        let a = base.augment;
         TrainConfig {
             train: crate::data::path_string(&crate::data::absolute(&self.train)),
             val: self
                 .val
                 .as_ref()
                 .map(|v| crate::data::path_string(&crate::data::absolute(v))),
-            val_split: self.val_split,
-            backend: self.backend,
-            epochs: self.epochs,
-            batch: self.batch,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            adam_eps: self.adam_eps,
-            schedule: self.schedule,
-            warmup: self.warmup,
+            val_split: self.val_split.unwrap_or(base.val_split),
+            backend: self.backend.unwrap_or(base.backend),
+            epochs: self.epochs.unwrap_or(base.epochs),
+            batch: self.batch.unwrap_or(base.batch),
+            lr: self.lr.unwrap_or(base.lr),
+            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
+            adam_eps: self.adam_eps.unwrap_or(base.adam_eps),
+            schedule: self.schedule.unwrap_or(base.schedule),
+            warmup: self.warmup.unwrap_or(base.warmup),
             augment: AugmentConfig {
-                flip: self.flip,
-                shift: self.shift,
-                rotate: self.rotate,
-                scale: self.scale,
-                brightness: self.brightness,
-                contrast: self.contrast,
+                flip: self.flip.unwrap_or(a.flip),
+                shift: self.shift.unwrap_or(a.shift),
+                rotate: self.rotate.unwrap_or(a.rotate),
+                scale: self.scale.unwrap_or(a.scale),
+                brightness: self.brightness.unwrap_or(a.brightness),
+                contrast: self.contrast.unwrap_or(a.contrast),
             },
-            early_stop: self.early_stop,
-            seed: self.seed,
-            skip_bad_rows: self.skip_bad_rows,
-            limit: self.limit,
+            early_stop: self.early_stop.or(base.early_stop),
+            seed: self.seed.unwrap_or(base.seed),
+            skip_bad_rows: self.skip_bad_rows || base.skip_bad_rows,
+            limit: self.limit.or(base.limit),
         }
     }
 }
@@ -897,4 +944,42 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         std::process::exit(130);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod recipe_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    fn config(args: &[&str]) -> TrainConfig {
+        let mut argv = vec!["facemark", "--train", "t.csv", "--out", "runs/x"];
+        argv.extend_from_slice(args);
+        let mut c = Cli::parse_from(argv).train.config();
+        c.train.clear();
+        c
+    }
+
+    #[test]
+    fn no_flags_is_the_committed_recipe_and_seed_is_one_flag_away() {
+        assert_eq!(config(&[]), Recipe::Committed.config());
+        assert_eq!(config(&["--recipe", "seed"]), TrainConfig::default());
+        let c = config(&[]);
+        assert_eq!((c.epochs, c.schedule, c.seed), (70, Schedule::Onecycle, 2));
+        assert!(c.augment.flip && c.augment.shift == 2.0 && c.augment.contrast == 0.2);
+    }
+
+    #[test]
+    fn a_flag_overrides_its_recipe_value_only() {
+        let c = config(&["--epochs", "3", "--flip", "false"]);
+        assert_eq!(c.epochs, 3);
+        assert!(!c.augment.flip);
+        assert_eq!(c.augment.shift, 2.0);
+        assert!(config(&["--recipe", "seed", "--flip"]).augment.flip);
+    }
 }
