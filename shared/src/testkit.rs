@@ -359,17 +359,29 @@ fn dense_case<K: Kernels>(rng: &mut Rng, r: &mut Report, s: &mut Scratch, case: 
         r.refused += 1;
         return;
     };
+    compare_dense::<K>(r, &view, &view, &s.input[..n]);
+}
+
+/// Tier `K` on `tested` against the portable kernel on `reference` (the
+/// same layer, maybe with its weights stored another way), counted in `r`.
+fn compare_dense<K: Kernels>(
+    r: &mut Report,
+    reference: &LayerView<'_>,
+    tested: &LayerView<'_>,
+    input: &[i8],
+) {
+    let (layer, m) = (tested.layer, tested.layer.out_ch);
     let (mut want, mut got) = ([0i32; MAX_COUT], [0x5555_5555i32; MAX_COUT]);
-    Portable::dense(&view, &s.input[..n], &mut want[..m]);
-    K::dense(&view, &s.input[..n], &mut got[..m]);
+    Portable::dense(reference, input, &mut want[..m]);
+    K::dense(tested, input, &mut got[..m]);
     r.dense_layers += 1;
     r.dense_specialised += K::specialised(&layer) as usize;
     if want[..m] != got[..m] {
         r.dense_differed += 1;
         r.fail(Failure {
             layer,
-            in_zero_point: in_zp,
-            out_zero_point: out_zp,
+            in_zero_point: tested.in_zero_point,
+            out_zero_point: tested.out_zero_point,
             row: 0,
             first_row: 0,
             rows_given: 1,
@@ -433,23 +445,8 @@ fn dense_int4_case<K: Kernels>(rng: &mut Rng, r: &mut Report, s: &mut Scratch, c
         r.refused += 1;
         return;
     };
-    let (mut want, mut got) = ([0i32; MAX_COUT], [0x5555_5555i32; MAX_COUT]);
-    Portable::dense(&int8, &s.input[..n], &mut want[..m]);
-    K::dense(&int4, &s.input[..n], &mut got[..m]);
-    r.dense_layers += 1;
     r.int4_layers += 1;
-    r.dense_specialised += K::specialised(&layer) as usize;
-    if want[..m] != got[..m] {
-        r.dense_differed += 1;
-        r.fail(Failure {
-            layer,
-            in_zero_point: in_zp,
-            out_zero_point: out_zp,
-            row: 0,
-            first_row: 0,
-            rows_given: 0,
-        });
-    }
+    compare_dense::<K>(r, &int8, &int4, &s.input[..n]);
 }
 
 /// The requantization's short path ([`to_int8`]) against its definition
