@@ -8,9 +8,10 @@ use arbitrary::Arbitrary;
 use facemark_core::frame::{
     FrameAssembler, FrameReader, cobs_decode_in_place, cobs_encode, encode, encoded_len,
 };
-use facemark_core::network::{INPUT_LEN, KEYPOINTS, LAYER_COUNT};
+use facemark_core::network::{INPUT_LEN, KEYPOINTS};
 use facemark_core::protocol::{
-    Cost, ErrorKind, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_RESPONSE_LEN, Request, Response,
+    Cost, ErrorKind, MAX_COST_LAYERS, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_RESPONSE_LEN,
+    Request, Response,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -23,7 +24,9 @@ struct Input<'a> {
     image: Option<&'a [u8]>,
     points: [[f32; 2]; KEYPOINTS],
     total: u64,
-    layers: [u32; LAYER_COUNT],
+    /// Per-layer costs, of any count (a board of another network table);
+    /// a cost holds at most `MAX_COST_LAYERS`.
+    layers: Vec<u32>,
     text: &'a str,
 }
 
@@ -93,7 +96,7 @@ fuzz_target!(|input: Input<'_>| {
         text.push(c);
     }
     let info = facemark_core::protocol::BoardInfo {
-        protocol: 1,
+        protocol: facemark_core::protocol::PROTOCOL_VERSION,
         firmware_version: &text,
         board: "fuzz",
         model_hash: input.id,
@@ -108,7 +111,7 @@ fuzz_target!(|input: Input<'_>| {
             points: input.points,
             cost: Cost {
                 total: input.total,
-                layers: input.layers,
+                layers: input.layers.iter().copied().take(MAX_COST_LAYERS).collect(),
             },
         },
         Response::Info {
@@ -118,8 +121,8 @@ fuzz_target!(|input: Input<'_>| {
         Response::Error {
             id: input.id,
             kind: ErrorKind::WrongImageSize {
-                got: input.layers[0],
-                expected: input.layers[1],
+                got: input.id.rotate_left(7),
+                expected: input.total as u32,
             },
         },
     ] {

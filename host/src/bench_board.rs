@@ -332,6 +332,15 @@ fn measure(elf: &Path, a: &BenchBoardArgs, timeout: Duration) -> Result<BoardRep
         first.get_or_insert(inf.cost);
     }
     let cost = first.expect("at least one image");
+    if cost.layers.len() != LAYER_COUNT {
+        bail!(
+            "{}: the board reports {} layer costs, this host's network table has {} layers (board network hash {:016x}): build the host and the firmware from the same Facemark version",
+            elf.display(),
+            cost.layers.len(),
+            LAYER_COUNT,
+            info.network_hash
+        );
+    }
     let stack = wait_for_stack(&qemu);
     drop(client);
     drop(qemu);

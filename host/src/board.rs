@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use facemark_core::frame::{FrameError, FrameReader, encode, encoded_len};
 use facemark_core::model::MAX_OUTPUT_UNIT;
-use facemark_core::network::{
-    INPUT_LEN, INPUT_SIDE, KEYPOINT_NAMES, KEYPOINTS, LAYER_COUNT, unit_to_pixel,
+use facemark_core::network::{INPUT_LEN, INPUT_SIDE, KEYPOINT_NAMES, KEYPOINTS, unit_to_pixel};
+use facemark_core::protocol::{
+    Cost, ErrorKind, MAX_RESPONSE_FRAME, PROTOCOL_VERSION, Request, Response,
 };
-use facemark_core::protocol::{Cost, ErrorKind, MAX_RESPONSE_FRAME, Request, Response};
 use serde::Serialize;
 
 /// What the board says about itself (`Info`), owned.
@@ -170,6 +170,16 @@ pub enum BoardError {
         keypoint: usize,
         x: f32,
         y: f32,
+    },
+    #[error(
+        "{link}: the board ({board}, firmware {firmware}) speaks Facemark protocol version {board_protocol}, this host speaks version {host_protocol}: flash firmware and run a host built from the same Facemark version"
+    )]
+    ProtocolVersion {
+        link: String,
+        board: String,
+        firmware: String,
+        board_protocol: u16,
+        host_protocol: u16,
     },
     #[error("{link}: expected {expected} for request #{id}, got {got:?}")]
     Unexpected {
@@ -453,11 +463,22 @@ impl Client {
         }
     }
 
-    /// Asks the board what it is.
+    /// Asks the board what it is. A board of another protocol version is an
+    /// error naming both: `Info` reads the same in every version, the other
+    /// replies may not.
     pub fn info(&mut self) -> Result<BoardInfo, BoardError> {
         let id = self.next_id();
         self.send(&Request::Info { id })?;
         match self.recv_for(id)? {
+            Reply::Info { info, .. } if info.protocol != PROTOCOL_VERSION => {
+                Err(BoardError::ProtocolVersion {
+                    link: self.link.clone(),
+                    board: info.board,
+                    firmware: info.firmware_version,
+                    board_protocol: info.protocol,
+                    host_protocol: PROTOCOL_VERSION,
+                })
+            }
             Reply::Info { info, .. } => Ok(info),
             other => Err(self.not_the_answer(id, "Info", other)),
         }
@@ -761,7 +782,7 @@ struct JsonPoint {
 struct JsonCost {
     unit: String,
     total: u64,
-    layers: [u32; LAYER_COUNT],
+    layers: Vec<u32>,
 }
 
 #[derive(Serialize)]
@@ -782,7 +803,7 @@ fn json_result(face: &str, inf: &Inference, unit: &str) -> JsonResult {
         cost: JsonCost {
             unit: unit.to_string(),
             total: inf.cost.total,
-            layers: inf.cost.layers,
+            layers: inf.cost.layers.to_vec(),
         },
     }
 }
@@ -1024,7 +1045,7 @@ mod tests {
         let mut bytes = encode_frame(&Response::Info {
             id: 1,
             info: facemark_core::protocol::BoardInfo {
-                protocol: 1,
+                protocol: PROTOCOL_VERSION,
                 firmware_version: "1\x1b[2J",
                 board: "evil\r\nboard",
                 model_hash: 0,
@@ -1048,5 +1069,70 @@ mod tests {
         ] {
             assert!(!s.chars().any(char::is_control), "{s:?}");
         }
+    }
+
+    fn info_reply(protocol: u16) -> Vec<u8> {
+        encode_frame(&Response::Info {
+            id: 1,
+            info: facemark_core::protocol::BoardInfo {
+                protocol,
+                firmware_version: "0.1.0",
+                board: "mps2-an386",
+                model_hash: 0,
+                network_hash: 0,
+                input_side: 96,
+                cost_unit: "instructions",
+                model_error: None,
+            },
+        })
+    }
+
+    #[test]
+    fn a_board_of_another_protocol_version_is_refused_naming_both() {
+        let mut c = Client::new("fake", std::io::Cursor::new(info_reply(1)), std::io::sink());
+        c.timeout = Duration::from_secs(5);
+        let e = c.info().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BoardError::ProtocolVersion {
+                    board_protocol: 1,
+                    host_protocol: PROTOCOL_VERSION,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("protocol version 1, this host speaks version 2"),
+            "{text}"
+        );
+        assert!(text.contains("mps2-an386"), "{text}");
+        let mut ok = Client::new(
+            "fake",
+            std::io::Cursor::new(info_reply(PROTOCOL_VERSION)),
+            std::io::sink(),
+        );
+        ok.timeout = Duration::from_secs(5);
+        assert_eq!(ok.info().unwrap().protocol, PROTOCOL_VERSION);
+    }
+
+    #[test]
+    fn costs_of_a_board_with_another_layer_count_are_read() {
+        let layers: Vec<u32> = (1..=9).collect();
+        let bytes = encode_frame(&Response::Keypoints {
+            id: 1,
+            points: [[40.0, 50.0]; KEYPOINTS],
+            cost: Cost {
+                total: 45,
+                layers: layers.iter().copied().collect(),
+            },
+        });
+        let mut c = Client::new("fake", std::io::Cursor::new(bytes), std::io::sink());
+        c.timeout = Duration::from_secs(5);
+        let inf = c.infer(&[0; INPUT_LEN]).unwrap();
+        assert_eq!(inf.cost.layers[..], layers[..]);
+        assert_eq!(inf.points[14], [40.0, 50.0]);
     }
 }

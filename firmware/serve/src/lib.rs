@@ -315,15 +315,20 @@ fn run<B: Board>(
     });
     let end = board.now();
     marks[LAYER_COUNT - 1] = end;
-    let mut cost = Cost {
-        total: end.wrapping_sub(start),
-        layers: [0; LAYER_COUNT],
-    };
     let mut prev = start;
-    for (c, &m) in cost.layers.iter_mut().zip(marks.iter()) {
-        *c = u32::try_from(m.wrapping_sub(prev)).unwrap_or(u32::MAX);
-        prev = m;
-    }
+    let cost = Cost {
+        total: end.wrapping_sub(start),
+        // LAYER_COUNT <= MAX_COST_LAYERS (asserted in `protocol`): nothing
+        // is dropped.
+        layers: marks
+            .iter()
+            .map(|&m| {
+                let c = u32::try_from(m.wrapping_sub(prev)).unwrap_or(u32::MAX);
+                prev = m;
+                c
+            })
+            .collect(),
+    };
     let points = core::array::from_fn(|k| {
         let (x, y) = kp.pixel(k);
         [x, y]
