@@ -1,33 +1,38 @@
 #!/usr/bin/env bash
-# Cargo runner of the emulated boards: boots the ELF in qemu-system-arm.
+# Cargo runner of the emulated boards: boots the ELF in qemu-system-arm with
+# the machine's line of ./qemu-machines (the host reads the same file).
 #
 #   qemu-run.sh MACHINE ELF [extra qemu args]
 #
-# MACHINE is the board crate's QEMU machine (mps2-an386, netduinoplus2);
-# its `.cargo/config.toml` passes it. The board's UART (AN386 UART0,
-# STM32F405 USART1: QEMU's first serial port) goes to $FACEMARK_SERIAL if
-# set (any QEMU -serial value, e.g. `tcp:127.0.0.1:4444` to connect to a
-# host that listens there, or `stdio`); otherwise QEMU listens on
+# MACHINE is the board crate's QEMU machine (mps2-an386, netduinoplus2,
+# mps2-an505); its `.cargo/config.toml` passes it. The board's UART (AN386
+# UART0, STM32F405 USART1: QEMU's first serial port) goes to $FACEMARK_SERIAL
+# if set (any QEMU -serial value, e.g. `tcp:127.0.0.1:4444` to connect to a
+# host that listens there, `stdio`, or `null`); otherwise QEMU listens on
 # 127.0.0.1:$FACEMARK_PORT (default 4444) and waits for the host to connect
 # before it boots:
 #   facemark board info --tcp 127.0.0.1:4444
 # The defmt log (semihosting, QEMU's stdout) is decoded with defmt-print when
 # it is installed, else written raw to $FACEMARK_DEFMT_LOG (default ELF.defmt).
-# `-icount shift=0` makes one instruction one virtual nanosecond, so SysTick
-# counts instructions (AN386: 1 tick = 40; STM32F405 at 168 MHz: 21 ticks =
-# 125). `facemark board --qemu` builds this same command line in
-# host/src/board/qemu.rs (`Machine::qemu_args`).
+# FACEMARK_STDOUT=text passes QEMU's stdout through as it is (the AN505's
+# kernel check prints text).
 set -euo pipefail
 machine=$1
 elf=$2
 shift 2
+machines="$(dirname "$0")/qemu-machines"
+line=$(grep -E "^$machine[[:space:]]" "$machines") || {
+    echo "qemu-run.sh: no machine '$machine' in $machines" >&2
+    exit 2
+}
+read -ra machine_args <<<"${line#"$machine"}"
 port=${FACEMARK_PORT:-4444}
 serial=${FACEMARK_SERIAL:-tcp:127.0.0.1:$port,server=on,wait=on}
-qemu=(qemu-system-arm -machine "$machine" -cpu cortex-m4 -nographic -monitor none
-    -semihosting-config enable=on,target=native -icount shift=0
-    -serial "$serial" -kernel "$elf" "$@")
+qemu=(qemu-system-arm "${machine_args[@]}" -serial "$serial" -kernel "$elf" "$@")
 echo "facemark: booting $(basename "$elf") on $machine in QEMU, serial port on $serial" >&2
-if command -v defmt-print >/dev/null 2>&1; then
+if [ "${FACEMARK_STDOUT:-defmt}" = text ]; then
+    exec "${qemu[@]}"
+elif command -v defmt-print >/dev/null 2>&1; then
     "${qemu[@]}" | defmt-print -e "$elf"
 else
     log=${FACEMARK_DEFMT_LOG:-$elf.defmt}

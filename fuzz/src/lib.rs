@@ -4,10 +4,10 @@ use facemark_core::model::{ALL_INT8, LayerParams, Layout, WeightType, write};
 use facemark_core::network::{LAYER_COUNT, LAYERS};
 use facemark_core::requant::Multiplier;
 
-/// A valid model: the one `facemark-serve` embeds (`models/facemark.fmq`),
+/// A valid model: the one `facemark-model` embeds (`models/facemark.fmq`),
 /// or, without it, a deterministic synthetic one.
 pub fn base_model() -> Vec<u8> {
-    let embedded = facemark_serve::embedded_model();
+    let embedded = facemark_model::file();
     if facemark_core::Model::parse(embedded).is_ok() {
         return embedded.to_vec();
     }

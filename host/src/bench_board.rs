@@ -311,7 +311,6 @@ fn measure(elf: &Path, a: &BenchBoardArgs, timeout: Duration) -> Result<BoardRep
     let model_bytes = std::fs::metadata(model_path(a)).ok().map(|m| m.len());
 
     let opts = QemuOptions {
-        icount: true,
         machine: a.machine,
         ..QemuOptions::default()
     };

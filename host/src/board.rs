@@ -579,7 +579,12 @@ impl Session {
             client.resync(Duration::from_millis(300))?;
             (client, None)
         } else if let Some(addr) = &c.tcp {
-            (Client::connect_tcp(addr)?, None)
+            let mut client = Client::connect_tcp(addr)?;
+            // QEMU (qemu-run.sh, `wait=on`) starts the guest when we connect,
+            // and the STM32F405's USART drops what arrives before the
+            // firmware enables it: give the boot 300 ms.
+            client.resync(Duration::from_millis(300))?;
+            (client, None)
         } else {
             let elf = match &c.elf {
                 Some(e) => e.clone(),

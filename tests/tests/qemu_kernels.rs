@@ -42,23 +42,16 @@ fn dsp_kernels_equal_the_portable_reference_on_the_board() {
         &["--features", "kernel-check"],
         "thumbv7em-none-eabihf",
         "mps2-an386",
-        "cortex-m4",
     );
 }
 
 #[test]
 fn dsp_kernels_equal_the_portable_reference_on_the_pico_2s_core() {
-    kernel_check(
-        "an505",
-        &[],
-        "thumbv8m.main-none-eabihf",
-        "mps2-an505",
-        "cortex-m33",
-    );
+    kernel_check("an505", &[], "thumbv8m.main-none-eabihf", "mps2-an505");
 }
 
 /// Builds `boards/<board>`'s kernel-check and runs it on `machine`.
-fn kernel_check(board: &str, features: &[&str], target: &str, machine: &str, cpu: &str) {
+fn kernel_check(board: &str, features: &[&str], target: &str, machine: &str) {
     if !qemu_common::have_tool("qemu-system-arm", "qemu-system-arm") {
         return;
     }
@@ -73,10 +66,11 @@ fn kernel_check(board: &str, features: &[&str], target: &str, machine: &str, cpu
         .join(TARGET_DIR)
         .join(target)
         .join("release/kernel-check");
+    let machine_args = facemark::board::qemu::qemu_machine_args(machine)
+        .unwrap_or_else(|| panic!("{machine} is not in firmware/qemu-machines"));
     let mut child = Command::new("qemu-system-arm")
-        .args(["-machine", machine, "-cpu", cpu, "-nographic"])
-        .args(["-monitor", "none", "-serial", "null"])
-        .args(["-semihosting-config", "enable=on,target=native"])
+        .args(machine_args)
+        .args(["-serial", "null"])
         .arg("-kernel")
         .arg(&elf)
         .stdout(Stdio::piped())

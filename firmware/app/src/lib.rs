@@ -30,7 +30,7 @@ where
     // SAFETY: `run` is called once, from the entry point, and never returns:
     // this is the only reference to ARENA ever made.
     let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
-    let model_file = facemark_serve::embedded_model();
+    let model_file = facemark_model::file();
     let mut server = Server::new(board, model_file, arena);
     match server.model() {
         Ok(m) => defmt::info!(

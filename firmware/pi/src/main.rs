@@ -159,7 +159,7 @@ fn run() -> Result<(), String> {
                 std::fs::read(p).map_err(|e| format!("cannot read model {}: {e}", p.display()))?;
             &file_model
         }
-        None => facemark_serve::embedded_model(),
+        None => facemark_model::file(),
     };
     let mut arena = Box::new([0i8; ARENA_LEN]);
     let pi = Pi {

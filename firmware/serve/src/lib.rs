@@ -40,17 +40,6 @@ const _: () = assert!(MAX_REQUEST_FRAME <= ARENA_LEN);
 /// Room for a model error's text in `Info`.
 pub const MODEL_ERROR_LEN: usize = 160;
 
-#[repr(C, align(16))]
-struct Aligned<B: ?Sized>(B);
-
-static EMBEDDED: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("FACEMARK_MODEL_FILE")));
-
-/// The model file embedded at build time (`models/facemark.fmq`, or
-/// `$FACEMARK_MODEL`), 16-byte aligned. Empty when the build found none.
-pub fn embedded_model() -> &'static [u8] {
-    &EMBEDDED.0
-}
-
 /// A byte stream to the host.
 pub trait Link {
     type Error;
@@ -436,7 +425,7 @@ mod tests {
 
     #[test]
     fn an_image_received_into_the_arena_gives_the_host_keypoints() {
-        let model_file = embedded_model();
+        let model_file = facemark_model::file();
         let Ok(model) = Model::parse(model_file) else {
             std::eprintln!("skipped: no valid embedded model");
             return;

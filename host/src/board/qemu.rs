@@ -49,8 +49,8 @@ pub fn firmware_dir() -> PathBuf {
 }
 
 /// An emulated board: its crate under `firmware/boards/` and the QEMU
-/// machine that runs it. The same machines are in `firmware/qemu-run.sh`,
-/// the crates' cargo runner.
+/// machine that runs it, whose command line is its line of
+/// `firmware/qemu-machines` (read by the crates' cargo runner too).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Machine {
     /// Arm MPS2 AN386 (Cortex-M4F, 4 MB of code memory): the int8 model.
@@ -100,20 +100,29 @@ impl Machine {
             .join(profile)
             .join(format!("facemark-{}", self.name()))
     }
-    /// QEMU's arguments for the machine, before `-serial` and `-kernel`.
-    pub fn qemu_args(self) -> [&'static str; 9] {
-        [
-            "-machine",
-            self.qemu_machine(),
-            "-cpu",
-            "cortex-m4",
-            "-nographic",
-            "-monitor",
-            "none",
-            "-semihosting-config",
-            "enable=on,target=native",
-        ]
+    /// QEMU's arguments for the machine, before `-serial` and `-kernel`
+    /// (its line of `firmware/qemu-machines`).
+    pub fn qemu_args(self) -> Vec<&'static str> {
+        qemu_machine_args(self.qemu_machine())
+            .expect("firmware/qemu-machines lists every Machine (tested)")
     }
+}
+
+/// `firmware/qemu-machines`, embedded so that an installed binary has it:
+/// the QEMU command lines that the boards' cargo runner (`qemu-run.sh`)
+/// reads too.
+const QEMU_MACHINES: &str = include_str!("../../../firmware/qemu-machines");
+
+/// QEMU's arguments for a machine of `firmware/qemu-machines` (`mps2-an386`,
+/// `netduinoplus2`, `mps2-an505`), before `-serial` and `-kernel`.
+pub fn qemu_machine_args(machine: &str) -> Option<Vec<&'static str>> {
+    QEMU_MACHINES
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(machine)).then(|| words.collect())
+        })
 }
 
 /// Where `cargo build --release` in `firmware/boards/an386` puts its ELF.
@@ -238,9 +247,6 @@ pub fn run_cargo(dir: &Path, args: &[&str], model: Option<&Path>) -> anyhow::Res
 pub struct QemuOptions {
     /// The emulator binary.
     pub qemu: PathBuf,
-    /// `-icount shift=0`: SysTick then counts instructions (the firmware's
-    /// cost unit); without it costs follow the host's speed.
-    pub icount: bool,
     /// How long QEMU may take to connect to the UART's port.
     pub connect_timeout: Duration,
     /// The machine to emulate (the ELF must be built for it).
@@ -251,7 +257,6 @@ impl Default for QemuOptions {
     fn default() -> Self {
         Self {
             qemu: "qemu-system-arm".into(),
-            icount: true,
             connect_timeout: Duration::from_secs(60),
             machine: Machine::An386,
         }
@@ -313,9 +318,6 @@ impl Qemu {
         };
         let mut cmd = Command::new(&qemu);
         cmd.args(o.machine.qemu_args());
-        if o.icount {
-            cmd.args(["-icount", "shift=0"]);
-        }
         cmd.arg("-serial")
             .arg(format!("tcp:127.0.0.1:{port}"))
             .arg("-kernel")
@@ -428,6 +430,26 @@ impl Drop for Qemu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_machine_has_its_qemu_line() {
+        for m in [Machine::An386, Machine::Netduinoplus2] {
+            let args = m.qemu_args();
+            let at = args.iter().position(|&a| a == "-machine").unwrap();
+            assert_eq!(args[at + 1], m.qemu_machine());
+            // SysTick counts instructions only under -icount shift=0.
+            assert!(
+                args.windows(2).any(|w| w == ["-icount", "shift=0"]),
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            qemu_machine_args("mps2-an505").unwrap()[..4],
+            ["-machine", "mps2-an505", "-cpu", "cortex-m33"]
+        );
+        assert_eq!(qemu_machine_args("mps2"), None);
+        assert_eq!(qemu_machine_args("#"), None);
+    }
 
     #[test]
     fn the_repository_is_found_from_inside_it_or_named() {
