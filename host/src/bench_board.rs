@@ -76,82 +76,31 @@ impl Section {
     }
 }
 
-fn u16_at(b: &[u8], off: usize, le: bool) -> Result<u16> {
-    let s: [u8; 2] = b
-        .get(off..off + 2)
-        .and_then(|s| s.try_into().ok())
-        .with_context(|| format!("ELF truncated at {off:#x}"))?;
-    Ok(if le {
-        u16::from_le_bytes(s)
-    } else {
-        u16::from_be_bytes(s)
-    })
-}
-
-fn u32_at(b: &[u8], off: usize, le: bool) -> Result<u32> {
-    let s: [u8; 4] = b
-        .get(off..off + 4)
-        .and_then(|s| s.try_into().ok())
-        .with_context(|| format!("ELF truncated at {off:#x}"))?;
-    Ok(if le {
-        u32::from_le_bytes(s)
-    } else {
-        u32::from_be_bytes(s)
-    })
-}
-
-/// The section headers of an ELF32 file.
+/// The section headers of an ELF32 file (read with `object`, as
+/// defmt-decoder reads the log's symbols).
 pub fn elf32_sections(b: &[u8]) -> Result<Vec<Section>> {
-    ensure!(b.len() >= 52 && b[..4] == *b"\x7fELF", "not an ELF file");
-    ensure!(b[4] == 1, "not a 32-bit ELF file (class {})", b[4]);
-    let le = match b[5] {
-        1 => true,
-        2 => false,
-        d => bail!("unknown ELF data encoding {d}"),
-    };
-    let shoff = u32_at(b, 0x20, le)? as usize;
-    let shentsize = u16_at(b, 0x2e, le)? as usize;
-    let shnum = u16_at(b, 0x30, le)? as usize;
-    let shstrndx = u16_at(b, 0x32, le)? as usize;
-    ensure!(
-        shnum == 0 || shentsize >= 40,
-        "bad section header size {shentsize}"
-    );
-    ensure!(shstrndx < shnum, "bad section name table index {shstrndx}");
-    let header = |i: usize| -> Result<(u32, u32, u32, u32, u32, u32)> {
-        let h = shoff + i * shentsize;
-        Ok((
-            u32_at(b, h, le)?,        // sh_name
-            u32_at(b, h + 4, le)?,    // sh_type
-            u32_at(b, h + 8, le)?,    // sh_flags
-            u32_at(b, h + 0x0c, le)?, // sh_addr
-            u32_at(b, h + 0x10, le)?, // sh_offset
-            u32_at(b, h + 0x14, le)?, // sh_size
-        ))
-    };
-    let (_, _, _, _, str_off, str_size) = header(shstrndx)?;
-    let strtab = b
-        .get(str_off as usize..(str_off as usize).saturating_add(str_size as usize))
-        .context("section name table outside the file")?;
-    let mut out = Vec::with_capacity(shnum);
-    for i in 0..shnum {
-        let (name, kind, flags, addr, _, size) = header(i)?;
-        let name = strtab
-            .get(name as usize..)
-            .map(|s| {
-                let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-                String::from_utf8_lossy(&s[..end]).into_owned()
-            })
-            .unwrap_or_default();
-        out.push(Section {
-            name,
-            kind,
-            flags,
-            addr,
-            size,
-        });
-    }
-    Ok(out)
+    use object::read::elf::{FileHeader, SectionHeader};
+    let header = object::elf::FileHeader32::<object::Endianness>::parse(b)
+        .map_err(|e| anyhow::anyhow!("not a 32-bit ELF file: {e}"))?;
+    let endian = header
+        .endian()
+        .map_err(|e| anyhow::anyhow!("bad ELF header: {e}"))?;
+    let table = header
+        .sections(endian, b)
+        .map_err(|e| anyhow::anyhow!("bad ELF section headers: {e}"))?;
+    Ok(table
+        .iter()
+        .map(|h| Section {
+            name: table
+                .section_name(endian, h)
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default(),
+            kind: h.sh_type(endian),
+            flags: h.sh_flags(endian),
+            addr: h.sh_addr(endian),
+            size: h.sh_size(endian),
+        })
+        .collect())
 }
 
 /// Flash and static RAM from the section headers.
@@ -539,6 +488,7 @@ mod tests {
         b[..4].copy_from_slice(b"\x7fELF");
         b[4] = 1; // ELFCLASS32
         b[5] = 1; // little-endian
+        b[6] = 1; // EV_CURRENT
         b[0x20..0x24].copy_from_slice(&(shoff as u32).to_le_bytes());
         b[0x2e..0x30].copy_from_slice(&40u16.to_le_bytes());
         b[0x30..0x32].copy_from_slice(&5u16.to_le_bytes());

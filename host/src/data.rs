@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use facemark_core::network::{INPUT_LEN, INPUT_SIDE, KEYPOINT_NAMES, OUTPUTS};
@@ -299,23 +299,18 @@ struct Columns {
     names: Vec<String>,
 }
 
-fn unquote(s: &str) -> &str {
-    let s = s.trim();
-    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
-        &s[1..s.len() - 1]
-    } else {
-        s
-    }
+/// A cell's text, surrounding spaces trimmed (quotes are the csv reader's).
+fn cell(record: &csv::ByteRecord, i: usize) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(record.get(i).unwrap_or_default().trim_ascii())
 }
 
-fn parse_header(line: &str, file: &str) -> Result<Columns, DataError> {
-    let names: Vec<String> = line
-        .split(',')
-        .map(|c| unquote(c).trim_start_matches('\u{feff}').to_string())
+fn parse_header(record: &csv::ByteRecord, line: usize, file: &str) -> Result<Columns, DataError> {
+    let names: Vec<String> = (0..record.len())
+        .map(|i| cell(record, i).trim_start_matches('\u{feff}').to_string())
         .collect();
     let err = |kind| DataError {
         file: file.to_string(),
-        line: 1,
+        line,
         column: None,
         kind,
     };
@@ -343,26 +338,30 @@ fn parse_header(line: &str, file: &str) -> Result<Columns, DataError> {
     })
 }
 
-fn parse_row(line: &str, line_no: usize, cols: &Columns, file: &str) -> Result<Sample, DataError> {
-    let cells: Vec<&str> = line.split(',').collect();
+fn parse_row(
+    record: &csv::ByteRecord,
+    line: usize,
+    cols: &Columns,
+    file: &str,
+) -> Result<Sample, DataError> {
     let err = |col: Option<usize>, kind| DataError {
         file: file.to_string(),
-        line: line_no,
+        line,
         column: col.map(|c| (cols.names[c].clone(), c + 1)),
         kind,
     };
-    if cells.len() != cols.count {
+    if record.len() != cols.count {
         return Err(err(
             None,
             ErrorKind::ColumnCount {
                 expected: cols.count,
-                found: cells.len(),
+                found: record.len(),
             },
         ));
     }
     let mut keypoints = [f32::NAN; OUTPUTS];
     for (k, &c) in keypoints.iter_mut().zip(&cols.keypoints) {
-        let text = unquote(cells[c]);
+        let text = cell(record, c);
         if text.is_empty() {
             continue;
         }
@@ -380,7 +379,7 @@ fn parse_row(line: &str, line_no: usize, cols: &Columns, file: &str) -> Result<S
         }
         *k = v;
     }
-    let text = unquote(cells[cols.image]);
+    let text = cell(record, cols.image);
     let mut image = Box::new([0u8; INPUT_LEN]);
     let mut count = 0usize;
     for tok in text.split_ascii_whitespace() {
@@ -410,60 +409,51 @@ fn parse_row(line: &str, line_no: usize, cols: &Columns, file: &str) -> Result<S
     Ok(Sample { image, keypoints })
 }
 
-fn parse_csv<R: BufRead>(
-    mut reader: R,
-    file: &str,
-    options: LoadOptions,
-) -> Result<Dataset, DataError> {
-    let io_err = |line: usize, e: std::io::Error| DataError {
-        file: file.to_string(),
-        line,
-        column: None,
-        kind: ErrorKind::Io(e.to_string()),
-    };
-    let mut buf = String::new();
-    let mut line_no = 0usize;
-    // Header: the first non-empty line.
-    let cols = loop {
-        buf.clear();
-        let n = reader
-            .read_line(&mut buf)
-            .map_err(|e| io_err(line_no + 1, e))?;
-        if n == 0 {
-            return Err(DataError {
+/// A line of spaces (the csv reader skips only empty ones).
+fn is_blank(record: &csv::ByteRecord) -> bool {
+    record.iter().all(|f| f.trim_ascii().is_empty()) && record.len() <= 1
+}
+
+/// Reads Kaggle CSV with the `csv` crate (quoting, CRLF, blank lines); rows
+/// are checked here, each error naming its file, line and column.
+fn parse_csv<R: Read>(reader: R, file: &str, options: LoadOptions) -> Result<Dataset, DataError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
+    let mut record = csv::ByteRecord::new();
+    let mut next = |record: &mut csv::ByteRecord| -> Result<Option<usize>, DataError> {
+        loop {
+            let more = csv.read_byte_record(record).map_err(|e| DataError {
                 file: file.to_string(),
-                line: 0,
+                line: e.position().map_or(0, |p| p.line() as usize),
                 column: None,
-                kind: ErrorKind::Empty,
-            });
-        }
-        line_no += 1;
-        let line = buf.trim_end_matches(['\n', '\r']);
-        if !line.trim().is_empty() {
-            break parse_header(line, file).map_err(|mut e| {
-                e.line = line_no;
-                e
+                kind: ErrorKind::Io(e.to_string()),
             })?;
+            if !more {
+                return Ok(None);
+            }
+            if !is_blank(record) {
+                return Ok(Some(record.position().map_or(0, |p| p.line() as usize)));
+            }
         }
     };
+    // Header: the first non-blank line.
+    let Some(header_line) = next(&mut record)? else {
+        return Err(DataError {
+            file: file.to_string(),
+            line: 0,
+            column: None,
+            kind: ErrorKind::Empty,
+        });
+    };
+    let cols = parse_header(&record, header_line, file)?;
     let mut ds = Dataset {
         source: file.to_string(),
         ..Default::default()
     };
-    loop {
-        buf.clear();
-        let n = reader
-            .read_line(&mut buf)
-            .map_err(|e| io_err(line_no + 1, e))?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        let line = buf.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_row(line, line_no, &cols, file) {
+    while let Some(line) = next(&mut record)? {
+        match parse_row(&record, line, &cols, file) {
             Ok(s) => ds.samples.push(s),
             Err(e) if options.skip_bad_rows => {
                 ds.skipped += 1;

@@ -39,7 +39,8 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = Machine::An386)]
     pub machine: Machine,
     /// The model file for the host's reference run (default: the one the
-    /// board embeds, models/facemark.fmq or models/facemark-int4.fmq).
+    /// board embeds: `$FACEMARK_MODEL` when set, as for the firmware build,
+    /// else models/facemark.fmq or models/facemark-int4.fmq).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Seconds to wait for each answer.
@@ -120,6 +121,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
     let model_path = a
         .model
         .clone()
+        .or_else(|| std::env::var_os("FACEMARK_MODEL").map(PathBuf::from))
         .unwrap_or_else(|| repo_root().join(a.machine.model_file()));
     let model_bytes = std::fs::read(&model_path).ok();
     let reference = model_bytes

@@ -57,6 +57,19 @@ impl FloatPredictor {
         ))
     }
 
+    /// The float network of an ONNX file of the seed network (PyTorch's
+    /// export, or ours), run by burn.
+    pub fn from_onnx(path: &Path, backend: Backend) -> Result<Self> {
+        let w = crate::onnx_in::load(path)?;
+        let device = backend.device();
+        let net = Net::from_float_weights(&w, &device)?;
+        Ok(Self::new(
+            &net,
+            device,
+            format!("float {} ({})", path.display(), backend.name()),
+        ))
+    }
+
     pub fn net(&self) -> &Net {
         &self.net
     }
@@ -91,7 +104,8 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
 
 /// A predictor for a model path, by kind: an int8 model file (`.fmq`, run
 /// with the `shared` kernels exactly as on the board), a burnpack float
-/// checkpoint (`.bpk`, `.mpk`) or a run directory.
+/// checkpoint (`.bpk`, `.mpk`), a run directory, or an ONNX file of the
+/// seed network.
 pub fn predictor_for_path(path: &Path, backend: Backend) -> Result<Box<dyn Predictor>> {
     let ext = path
         .extension()
@@ -100,10 +114,7 @@ pub fn predictor_for_path(path: &Path, backend: Backend) -> Result<Box<dyn Predi
         .to_ascii_lowercase();
     match ext.as_str() {
         "fmq" => Ok(Box::new(crate::int8::Int8Predictor::load(path)?)),
-        "onnx" => anyhow::bail!(
-            "{}: evaluate the burn checkpoint (.bpk) instead of the ONNX export",
-            path.display()
-        ),
+        "onnx" => Ok(Box::new(FloatPredictor::from_onnx(path, backend)?)),
         _ => Ok(Box::new(FloatPredictor::from_checkpoint(path, backend)?)),
     }
 }
@@ -329,8 +340,9 @@ pub fn compare_table(a: &Metrics, b: &Metrics) -> String {
 /// `facemark eval MODEL DATA [--json]`.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Model: an int8 model file (.fmq), a float checkpoint (.bpk) or a
-    /// training run directory (its best.bpk).
+    /// Model: an int8 model file (.fmq), a float checkpoint (.bpk), a
+    /// training run directory (its best.bpk), or an ONNX file of the seed
+    /// network (as PyTorch's `torch.onnx.export` writes it).
     pub model: PathBuf,
     /// Data: Kaggle CSV (.csv, .csv.gz or .zip).
     pub data: PathBuf,

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 /// Arguments of `facemark export`.
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
-    /// Float checkpoint (`.bpk`) or a training run directory (its best checkpoint).
+    /// Float model: a checkpoint (`.bpk`), a training run directory (its
+    /// best checkpoint), or an ONNX file of the seed network (as PyTorch's
+    /// `torch.onnx.export` writes it).
     pub checkpoint: PathBuf,
     /// Where to write the float ONNX model.
     #[arg(short, long, default_value = "models/facemark.onnx")]
@@ -22,7 +24,9 @@ pub struct ExportArgs {
 /// Arguments of `facemark quantize`.
 #[derive(clap::Args, Debug)]
 pub struct QuantizeArgs {
-    /// Float checkpoint (`.bpk`) or a training run directory (its best checkpoint).
+    /// Float model: a checkpoint (`.bpk`), a training run directory (its
+    /// best checkpoint), or an ONNX file of the seed network (as PyTorch's
+    /// `torch.onnx.export` writes it).
     pub checkpoint: PathBuf,
     /// Calibration images: a Kaggle-format CSV (.csv, .csv.gz, .zip); use training data.
     #[arg(long)]
@@ -53,7 +57,12 @@ pub struct QuantizeArgs {
     pub int4_method: Int4Method,
 }
 
-fn load_weights(path: &Path) -> Result<FloatWeights> {
+/// Float weights from a checkpoint (`.bpk`), a run directory, or an ONNX
+/// file of the seed network (PyTorch's export, or ours).
+pub fn load_weights(path: &Path) -> Result<FloatWeights> {
+    if crate::onnx_in::is_onnx(path) {
+        return crate::onnx_in::load(path);
+    }
     let file = crate::eval::resolve_checkpoint(path)?;
     crate::model::load_float_weights(&file)
         .with_context(|| format!("loading float weights from {}", file.display()))

@@ -17,6 +17,7 @@ pub mod int4;
 pub mod int8;
 pub mod model;
 pub mod onnx;
+pub mod onnx_in;
 pub mod plot;
 pub mod quantize;
 pub mod reference;

@@ -166,7 +166,17 @@ impl QuantModel {
                         let amax = (0..fan)
                             .map(|k| lw.weight[layouts(li, o, k).0].abs())
                             .fold(0f32, f32::max);
-                        if amax > 0.0 { amax / 127.0 } else { 1.0 }
+                        let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+                        // A dead channel (PyTorch's trained seed has conv
+                        // channels with all weights below 1e-6) gets a
+                        // scale so small that its bias overflows int32:
+                        // raise the scale until the bias is about 2^29,
+                        // half the bound below. What that rounds away is
+                        // below |bias| * 2^-21 per MAC.
+                        s.max(
+                            (lw.bias[o].abs() as f64 / (x_scale as f64 * (1u64 << 29) as f64))
+                                as f32,
+                        )
                     }
                 };
                 weight_scales.push(s);
@@ -341,5 +351,38 @@ impl QuantModel {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_channel_with_a_bias_quantizes() {
+        // As PyTorch's trained seed has them: weights near 1e-15, a bias
+        // of 1e-9. max|w| / 127 alone made that bias overflow int32.
+        let mut w = FloatWeights::random(3, 0.05);
+        let l = &LAYERS[3];
+        for k in 0..l.fan_in() {
+            w.layers[3].weight[5 * l.fan_in() + k] = if k % 2 == 0 { 3e-15 } else { -1e-15 };
+        }
+        w.layers[3].bias[5] = -7e-9;
+        let q = QuantModel::new(&w, &[2.0, 2.0, 2.0, 2.0, 2.0]).unwrap();
+        let layer = &q.layers[3];
+        assert!(layer.bias[5].unsigned_abs() < 1 << 30, "{}", layer.bias[5]);
+        // Its weights still round to nearest on the raised scale (kernel
+        // order is tap-major, so compare through `layouts`), and the other
+        // channels keep theirs.
+        let (fan, s) = (l.fan_in(), layer.weight_scales[5]);
+        for k in 0..fan {
+            let q = layer.kernel_weights[5 * fan + k];
+            let want = w.layers[3].weight[layouts(3, 5, k).0];
+            assert!(
+                (q as f32 * s - want).abs() <= s / 2.0,
+                "{k}: {q} x {s} for {want}"
+            );
+        }
+        assert!(layer.kernel_weights[..fan].iter().any(|&v| v.abs() == 127));
     }
 }

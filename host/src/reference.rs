@@ -18,6 +18,8 @@ impl TractModel {
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .context("tract could not read the ONNX model")?
+            // PyTorch's exports name the batch dimension: fix it.
+            .with_input_fact(0, f32::fact([batch, 1, INPUT_SIDE, INPUT_SIDE]).into())?
             .into_optimized()
             .context("tract could not optimize the ONNX model")?
             .into_runnable()?;

@@ -22,57 +22,24 @@ pub enum FrameError {
     NoRoom,
 }
 
-/// COBS-encodes `src` into `dst` (no delimiter); returns the length written.
+/// COBS-encodes `src` into `dst` (no delimiter); returns the length written,
+/// or `None` when `dst` is too small. (The `cobs` crate, as postcard uses it:
+/// one implementation for board and host.)
 pub fn cobs_encode(src: &[u8], dst: &mut [u8]) -> Option<usize> {
-    let mut code_at = 0;
-    let mut out = 1;
-    let mut code: u8 = 1;
-    for &b in src {
-        if b == 0 {
-            *dst.get_mut(code_at)? = code;
-            code_at = out;
-            out += 1;
-            code = 1;
-        } else {
-            *dst.get_mut(out)? = b;
-            out += 1;
-            code += 1;
-            if code == 0xff {
-                *dst.get_mut(code_at)? = code;
-                code_at = out;
-                out += 1;
-                code = 1;
-            }
-        }
+    if src.is_empty() {
+        // The crate writes nothing for an empty input, which no decoder
+        // reads back; COBS's encoding is one code byte. (Frames are never
+        // empty: they end in a CRC.)
+        *dst.first_mut()? = 1;
+        return Some(1);
     }
-    *dst.get_mut(code_at)? = code;
-    Some(out)
+    cobs::try_encode(src, dst).ok()
 }
 
-/// Decodes COBS in place; returns the decoded length.
+/// Decodes COBS in place (up to the first `0x00`, which a frame never
+/// holds); returns the decoded length.
 pub fn cobs_decode_in_place(buf: &mut [u8]) -> Result<usize, FrameError> {
-    let (mut read, mut write) = (0, 0);
-    while read < buf.len() {
-        let code = buf[read] as usize;
-        if code == 0 || read + code > buf.len() {
-            return Err(FrameError::BadEncoding);
-        }
-        read += 1;
-        for _ in 1..code {
-            let b = buf[read];
-            if b == 0 {
-                return Err(FrameError::BadEncoding);
-            }
-            buf[write] = b;
-            write += 1;
-            read += 1;
-        }
-        if code != 0xff && read < buf.len() {
-            buf[write] = 0;
-            write += 1;
-        }
-    }
-    Ok(write)
+    cobs::decode_in_place(buf).map_err(|_| FrameError::BadEncoding)
 }
 
 /// Worst-case encoded size (without the delimiter) of a `payload`-byte message.
