@@ -3,10 +3,10 @@
 use std::io::Write;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use facemark::augment::{AugmentConfig, flip_keypoints, flip_sample};
+use facemark::data::augment::{AugmentConfig, flip_keypoints, flip_sample};
 use facemark::data::{Dataset, ErrorKind, LoadOptions, Sample, header_line, write_csv};
 use facemark::eval::{ErrorSums, Predictor, evaluate};
-use facemark::model::{Backend, Net, load_float_weights};
+use facemark::float::net::{Backend, Net, load_float_weights};
 use facemark::train::{
     HostBatch, Schedule, TrainConfig, TrainOptions, epoch_rng, masked_mse, optimizer, train,
     train_step,
@@ -424,7 +424,7 @@ fn checkpoint_and_float_weights_round_trip_exactly() {
         net.predict(&refs, &d).unwrap(),
         back.predict(&refs, &d).unwrap()
     );
-    let x = facemark::model::images_to_tensor(&refs, &d).unwrap();
+    let x = facemark::float::net::images_to_tensor(&refs, &d).unwrap();
     let acts = net.forward_activations(x.clone());
     assert_eq!(acts.len(), LAYERS.len());
     for (a, l) in acts.iter().zip(&LAYERS) {

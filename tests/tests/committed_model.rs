@@ -3,8 +3,8 @@
 
 use facemark::data::{Dataset, LoadOptions};
 use facemark::eval::{Predictor, evaluate};
-use facemark::int8::Int8Predictor;
-use facemark::reference::{TractModel, f32s};
+use facemark::eval::int8::Int8Predictor;
+use facemark::quant::reference::{TractModel, f32s};
 use facemark_core::Model;
 use facemark_core::network::{ARENA_LEN, NETWORK_HASH, OUTPUTS};
 use facemark_tests::test_images;

@@ -1,10 +1,10 @@
 //! The exported float ONNX, run by tract, against the host's float forward
 //! pass (the burn model the trainer trains).
 
-use facemark::model::{Backend, Net};
-use facemark::onnx::float_model;
-use facemark::reference::{TractModel, f32s};
-use facemark::weights::FloatWeights;
+use facemark::float::net::{Backend, Net};
+use facemark::quant::onnx::float_model;
+use facemark::quant::reference::{TractModel, f32s};
+use facemark::float::weights::FloatWeights;
 use facemark_tests::test_images;
 
 #[test]

@@ -1,11 +1,11 @@
 //! The `shared` int8 kernels against tract running the exported int8 ONNX:
 //! every layer's int8 output must be identical, and the keypoints too.
 
-use facemark::calib::{RangeMethod, calibrate};
-use facemark::onnx::quantized_model;
-use facemark::quantize::QuantModel;
-use facemark::reference::{TractModel, f32s, i8s};
-use facemark::weights::FloatWeights;
+use facemark::quant::calib::{RangeMethod, calibrate};
+use facemark::quant::onnx::quantized_model;
+use facemark::quant::quantize::QuantModel;
+use facemark::quant::reference::{TractModel, f32s, i8s};
+use facemark::float::weights::FloatWeights;
 use facemark_core::kernels::Portable;
 use facemark_core::network::{ARENA_LEN, INPUT_LEN, LAYER_COUNT, LAYERS};
 use facemark_core::{Model, infer_with};
@@ -40,12 +40,12 @@ fn quantized_random_net_int4(seed: u64) -> QuantModel {
     let w = FloatWeights::random(seed, 0.05);
     let calib: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(seed * 100 + i)).collect();
     let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
-    facemark::export::with_int4_layers(
+    facemark::quant::export::with_int4_layers(
         &w,
         &refs,
         RangeMethod::MinMax,
         &[4, 5],
-        facemark::int4::Int4Method::Mse,
+        facemark::quant::int4::Int4Method::Mse,
         false,
     )
     .unwrap()
@@ -66,7 +66,7 @@ fn pytorchs_seed_network_matches_tract() {
     // few of the next layers' (tract runs each layer on its own outputs).
     // Measured: 11 of 832,512, so the bound is 20 per million.
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/seed-pytorch.onnx");
-    let w = facemark::onnx_in::load(&path).unwrap();
+    let w = facemark::float::onnx_in::load(&path).unwrap();
     compare_with_tract(
         &[1, 2],
         |seed| {

@@ -1,8 +1,8 @@
 //! The `.fmq` model file: round trip, and every way it can be damaged gives
 //! an error (never a panic, never a silently different model).
 
-use facemark::quantize::QuantModel;
-use facemark::weights::FloatWeights;
+use facemark::quant::quantize::QuantModel;
+use facemark::float::weights::FloatWeights;
 use facemark_core::Model;
 use facemark_core::model::{
     ALL_INT8, HEADER_LEN, Layout, ModelError, WeightType, field, int8_file_len,
@@ -22,8 +22,8 @@ fn valid_file() -> (QuantModel, Vec<u8>) {
 /// A file whose dense layer 1 (and, with `both`, dense 2) holds int4
 /// weights, chosen by the nearest-rounding quantizer.
 fn int4_file(both: bool) -> (QuantModel, Vec<u8>) {
-    use facemark::int4::{Int4Method, quantize};
-    use facemark::quantize::{ChosenWeights, kernel_rows};
+    use facemark::quant::int4::{Int4Method, quantize};
+    use facemark::quant::quantize::{ChosenWeights, kernel_rows};
     let w = FloatWeights::random(11, 0.05);
     let act = [4.0, 6.0, 8.0, 10.0, 12.0];
     let layers: &[usize] = if both { &[4, 5] } else { &[4] };

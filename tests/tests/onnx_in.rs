@@ -5,11 +5,11 @@
 //! differ from the network table refused naming the node. None of it needs
 //! PyTorch.
 
-use facemark::model::{Backend, Net};
-use facemark::onnx::{float_model, to_bytes};
-use facemark::onnx_in;
-use facemark::reference::{TractModel, f32s};
-use facemark::weights::FloatWeights;
+use facemark::float::net::{Backend, Net};
+use facemark::quant::onnx::{float_model, to_bytes};
+use facemark::float::onnx_in;
+use facemark::quant::reference::{TractModel, f32s};
+use facemark::float::weights::FloatWeights;
 use facemark_tests::test_images;
 use std::path::PathBuf;
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto};

@@ -11,8 +11,8 @@ mod qemu_common;
 use std::time::Duration;
 
 use facemark::board::qemu::{Machine, Qemu, QemuOptions, build_board};
-use facemark::calib::{RangeMethod, calibrate};
-use facemark::quantize::QuantModel;
+use facemark::quant::calib::{RangeMethod, calibrate};
+use facemark::quant::quantize::QuantModel;
 use facemark_core::network::{ARENA_LEN, INPUT_LEN};
 use facemark_tests::synthetic_face;
 
@@ -22,7 +22,7 @@ fn pytorchs_seed_network_runs_on_the_emulated_board_as_on_the_host() {
         return;
     }
     let onnx = qemu_common::repo_root().join("models/seed-pytorch.onnx");
-    let w = facemark::onnx_in::load(&onnx).expect("read PyTorch's ONNX");
+    let w = facemark::float::onnx_in::load(&onnx).expect("read PyTorch's ONNX");
     let faces: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(900 + i)).collect();
     let refs: Vec<&[u8]> = faces.iter().map(|f| f.as_slice()).collect();
     let act_max = calibrate(&w, &refs, RangeMethod::MinMax, false).unwrap();

@@ -15,7 +15,7 @@ use facemark_core::Model;
 
 use crate::board::qemu::{Machine, Qemu, QemuOptions, board_elf};
 use crate::board::{grouped, print_keypoints};
-use crate::image_io::{Face, annotated_file_name, load_csv, save_annotated, synthetic_face};
+use crate::data::image_io::{Face, annotated_file_name, load_csv, save_annotated, synthetic_face};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {

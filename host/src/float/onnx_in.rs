@@ -14,7 +14,7 @@
 //! The network must take what the seed takes: a `[N, 1, 96, 96]` image
 //! scaled to [0, 1], and give 30 coordinates in [-1, 1].
 
-use crate::weights::{FloatWeights, LayerWeights};
+use crate::float::weights::{FloatWeights, LayerWeights};
 use anyhow::{Context, Result, bail, ensure};
 use facemark_core::network::{INPUT_SIDE, LAYERS, Layer};
 use prost::Message;

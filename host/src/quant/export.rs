@@ -1,11 +1,11 @@
 //! `facemark export` and `facemark quantize`: a float checkpoint to the files
 //! the rest of the pipeline uses (float ONNX, int8 ONNX, `.fmq`).
 
-use crate::calib::{RangeMethod, calibrate};
+use crate::quant::calib::{RangeMethod, calibrate};
 use crate::data::{LoadOptions, load_reporting};
-use crate::int4::Int4Method;
-use crate::quantize::QuantModel;
-use crate::weights::FloatWeights;
+use crate::quant::int4::Int4Method;
+use crate::quant::quantize::QuantModel;
+use crate::float::weights::FloatWeights;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -60,11 +60,11 @@ pub struct QuantizeArgs {
 /// Float weights from a checkpoint (`.bpk`), a run directory, or an ONNX
 /// file of the seed network (PyTorch's export, or ours).
 pub fn load_weights(path: &Path) -> Result<FloatWeights> {
-    if crate::onnx_in::is_onnx(path) {
-        return crate::onnx_in::load(path);
+    if crate::float::onnx_in::is_onnx(path) {
+        return crate::float::onnx_in::load(path);
     }
     let file = crate::eval::resolve_checkpoint(path)?;
-    crate::model::load_float_weights(&file)
+    crate::float::net::load_float_weights(&file)
         .with_context(|| format!("loading float weights from {}", file.display()))
 }
 
@@ -77,8 +77,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 pub fn run_export(a: &ExportArgs) -> Result<()> {
     let w = load_weights(&a.checkpoint)?;
-    let m = crate::onnx::float_model(&w, 1, false)?;
-    crate::onnx::save(&m, &a.output)?;
+    let m = crate::quant::onnx::float_model(&w, 1, false)?;
+    crate::quant::onnx::save(&m, &a.output)?;
     println!(
         "wrote {} ({} bytes)",
         a.output.display(),
@@ -110,7 +110,7 @@ pub fn with_int4_layers(
     method: Int4Method,
     progress: bool,
 ) -> Result<QuantModel> {
-    use crate::quantize::{ChosenWeights, kernel_rows};
+    use crate::quant::quantize::{ChosenWeights, kernel_rows};
     use facemark_core::model::WeightType;
     use facemark_core::network::{LAYER_COUNT, LAYERS};
     let act_max = calibrate(w, images, range, progress)?;
@@ -141,13 +141,13 @@ pub fn with_int4_layers(
                     x.len() / n
                 );
             }
-            Some(crate::int4::hessian(&x, n))
+            Some(crate::quant::int4::hessian(&x, n))
         } else {
             None
         };
         let t = std::time::Instant::now();
         let (scales, kernel_weights) =
-            crate::int4::quantize(&kernel_rows(w, li), n, method, h.as_deref())?;
+            crate::quant::int4::quantize(&kernel_rows(w, li), n, method, h.as_deref())?;
         if progress {
             eprintln!(
                 "int4 layer {li}: {method:?} in {:.1} s",
@@ -220,9 +220,9 @@ pub fn run_quantize(a: &QuantizeArgs) -> Result<()> {
     };
     let fmq = q.to_fmq();
     write(&a.output, &fmq)?;
-    crate::onnx::save(&crate::onnx::quantized_model(&q, 1, false)?, &a.onnx)?;
+    crate::quant::onnx::save(&crate::quant::onnx::quantized_model(&q, 1, false)?, &a.onnx)?;
     if let Some(p) = &a.float_onnx {
-        crate::onnx::save(&crate::onnx::float_model(&w, 1, false)?, p)?;
+        crate::quant::onnx::save(&crate::quant::onnx::float_model(&w, 1, false)?, p)?;
         println!("wrote {}", p.display());
     }
     print!("{}", q.summary());

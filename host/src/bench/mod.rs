@@ -6,6 +6,10 @@
 //! PyTorch runs `scripts/bench_train_torch.py` with `torch.set_num_threads(2)`;
 //! when `torch` is not installed the report says so and shows burn alone.
 
+pub mod board;
+pub mod host;
+pub mod pi;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -17,9 +21,9 @@ use facemark_core::network::{
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::augment::AugmentConfig;
+use crate::data::augment::AugmentConfig;
 use crate::data::Sample;
-use crate::model::{Backend, Net};
+use crate::float::net::{Backend, Net};
 use crate::train::{HostBatch, TrainConfig, epoch_rng, optimizer, train_step};
 
 #[derive(clap::Args, Debug)]
@@ -33,12 +37,12 @@ pub enum BenchCommand {
     /// Training speed: burn flex and ndarray against PyTorch CPU.
     Train(BenchTrainArgs),
     /// Inference on this machine: the `shared` int8 engine against tract (float and int8 ONNX).
-    Host(crate::bench_host::BenchHostArgs),
+    Host(crate::bench::host::BenchHostArgs),
     /// The firmware on the emulated board (QEMU -icount): instructions per inference and per MAC, flash and RAM.
-    Board(crate::bench_board::BenchBoardArgs),
+    Board(crate::bench::board::BenchBoardArgs),
     /// The Raspberry Pi binary's instructions per inference against tract's,
     /// both built for aarch64 and counted under qemu-aarch64 (Pi 4 and Pi 5 cores).
-    Pi(crate::bench_pi::BenchPiArgs),
+    Pi(crate::bench::pi::BenchPiArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -199,9 +203,9 @@ pub fn warn_if_loaded() {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
         BenchCommand::Train(a) => run_train(a),
-        BenchCommand::Host(a) => crate::bench_host::run(a),
-        BenchCommand::Board(a) => crate::bench_board::run(a),
-        BenchCommand::Pi(a) => crate::bench_pi::run(a),
+        BenchCommand::Host(a) => crate::bench::host::run(a),
+        BenchCommand::Board(a) => crate::bench::board::run(a),
+        BenchCommand::Pi(a) => crate::bench::pi::run(a),
     }
 }
 

@@ -1,8 +1,8 @@
 //! Calibration: each layer's activation range over a set of images, from the
 //! float model (run by tract on the exported float ONNX).
 
-use crate::reference::{TractModel, f32s};
-use crate::weights::FloatWeights;
+use crate::quant::reference::{TractModel, f32s};
+use crate::float::weights::FloatWeights;
 use anyhow::{Result, ensure};
 use facemark_core::network::LAYER_COUNT;
 
@@ -41,7 +41,7 @@ pub fn calibrate(
 ) -> Result<Vec<f32>> {
     ensure!(!images.is_empty(), "calibration needs at least one image");
     let batch = images.len().min(16);
-    let model = TractModel::from_proto(&crate::onnx::float_model(w, batch, true)?, batch)?;
+    let model = TractModel::from_proto(&crate::quant::onnx::float_model(w, batch, true)?, batch)?;
     let mut max = vec![0f32; LAYER_COUNT - 1];
     let mut samples: Vec<Vec<f32>> = vec![vec![]; LAYER_COUNT - 1];
     let bar = crate::progress_bar(progress, images.len() as u64, "calibrating");

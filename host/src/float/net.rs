@@ -26,7 +26,7 @@ use facemark_core::network::{
 };
 use rand::Rng;
 
-use crate::weights::{FloatWeights, LayerWeights};
+use crate::float::weights::{FloatWeights, LayerWeights};
 
 /// Number of conv layers at the head of [`LAYERS`].
 pub const CONV_COUNT: usize = conv_count();

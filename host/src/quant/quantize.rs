@@ -11,7 +11,7 @@
 //! multiplication by its reciprocal; a plain division differs by an ulp now
 //! and then, and so by one step on rare near-ties).
 
-use crate::weights::FloatWeights;
+use crate::float::weights::FloatWeights;
 use anyhow::{Result, bail, ensure};
 use facemark_core::model::{self, INPUT_ZERO_POINT, LayerParams, WeightType};
 use facemark_core::network::{LAYER_COUNT, LAYERS};
@@ -44,7 +44,7 @@ pub struct QuantLayer {
     pub weight_type: WeightType,
 }
 
-/// Weights chosen elsewhere for one layer (int4, by `crate::int4`):
+/// Weights chosen elsewhere for one layer (int4, by `crate::quant::int4`):
 /// per-channel scales and integers in the kernel order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChosenWeights {

@@ -681,7 +681,7 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
             json,
             draw,
         } => {
-            let faces = crate::image_io::load_faces(images, Some(*csv_limit))?;
+            let faces = crate::data::image_io::load_faces(images, Some(*csv_limit))?;
             if faces.is_empty() {
                 bail!("no faces in {images:?}");
             }
@@ -713,8 +713,8 @@ pub fn run(args: &BoardArgs) -> anyhow::Result<()> {
                     );
                 }
                 if let Some(dir) = draw {
-                    let path = dir.join(crate::image_io::annotated_file_name(i, &face.name));
-                    crate::image_io::save_annotated(&path, &face.pixels, &inf.points)?;
+                    let path = dir.join(crate::data::image_io::annotated_file_name(i, &face.name));
+                    crate::data::image_io::save_annotated(&path, &face.pixels, &inf.points)?;
                     if !json {
                         println!("  drawn: {}", path.display());
                     }
@@ -981,7 +981,7 @@ mod tests {
         assert_eq!(far_keypoint(&inf.points), Some((2, [-5000.0, max])));
         assert_eq!(far_keypoint(&[[0.0, 96.0]; KEYPOINTS]), None);
         // Drawing it does not panic (debug builds check overflow).
-        let _ = crate::image_io::annotate(&[0; INPUT_LEN], &inf.points);
+        let _ = crate::data::image_io::annotate(&[0; INPUT_LEN], &inf.points);
     }
 
     #[test]

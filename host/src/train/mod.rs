@@ -19,6 +19,8 @@
 //!   epoch (replaced as a whole, so a crash leaves the previous one);
 //! - `loss.png`: training loss and validation MSE per epoch.
 
+pub mod plot;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,10 +37,10 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::augment::AugmentConfig;
+use crate::data::augment::AugmentConfig;
 use crate::data::{Dataset, LoadOptions, Sample};
 use crate::eval::{FloatPredictor, evaluate, rmse_px, score};
-use crate::model::{Backend, Net};
+use crate::float::net::{Backend, Net};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -449,7 +451,7 @@ pub fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
 
 /// Writes the loss-curve PNG from the history.
 pub fn write_plot(path: &Path, state: &TrainState) -> Result<()> {
-    let train = crate::plot::Series {
+    let train = crate::train::plot::Series {
         label: "train loss (masked MSE)",
         color: Rgb888::new(30, 90, 200),
         points: state
@@ -458,7 +460,7 @@ pub fn write_plot(path: &Path, state: &TrainState) -> Result<()> {
             .map(|m| (m.epoch as f64, m.train_loss))
             .collect(),
     };
-    let val = crate::plot::Series {
+    let val = crate::train::plot::Series {
         label: "validation MSE",
         color: Rgb888::new(210, 50, 40),
         points: state
@@ -475,7 +477,7 @@ pub fn write_plot(path: &Path, state: &TrainState) -> Result<()> {
         ),
         None => "facemark training".to_string(),
     };
-    crate::plot::log_plot_png(path, &title, "epoch", &[train, val], best)
+    crate::train::plot::log_plot_png(path, &title, "epoch", &[train, val], best)
 }
 
 /// Trains (or continues) a run in `run_dir` on in-memory data.

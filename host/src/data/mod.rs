@@ -12,6 +12,9 @@
 //! (1-based, the header is line 1) and the column; with
 //! [`LoadOptions::skip_bad_rows`] such rows are skipped and counted instead.
 
+pub mod augment;
+pub mod image_io;
+
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read};

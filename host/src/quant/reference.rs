@@ -27,7 +27,7 @@ impl TractModel {
     }
 
     pub fn from_proto(m: &ModelProto, batch: usize) -> Result<Self> {
-        Self::from_bytes(&crate::onnx::to_bytes(m), batch)
+        Self::from_bytes(&crate::quant::onnx::to_bytes(m), batch)
     }
 
     pub fn from_path(path: &std::path::Path, batch: usize) -> Result<Self> {

@@ -6,6 +6,8 @@
 //! implementations (an int8 model) elsewhere; [`evaluate`], [`format_table`]
 //! and [`compare_table`] work with any of them.
 
+pub mod int8;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,7 +17,7 @@ use facemark_core::network::{INPUT_LEN, KEYPOINT_NAMES, KEYPOINTS, OUTPUTS, pixe
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, LoadOptions};
-use crate::model::{Backend, Net};
+use crate::float::net::{Backend, Net};
 
 /// Something that maps grey 96x96 images to 30 coordinates in [-1, 1] units
 /// (pixel / 48 - 1), Kaggle order.
@@ -60,7 +62,7 @@ impl FloatPredictor {
     /// The float network of an ONNX file of the seed network (PyTorch's
     /// export, or ours), run by burn.
     pub fn from_onnx(path: &Path, backend: Backend) -> Result<Self> {
-        let w = crate::onnx_in::load(path)?;
+        let w = crate::float::onnx_in::load(path)?;
         let device = backend.device();
         let net = Net::from_float_weights(&w, &device)?;
         Ok(Self::new(
@@ -113,7 +115,7 @@ pub fn predictor_for_path(path: &Path, backend: Backend) -> Result<Box<dyn Predi
         .unwrap_or("")
         .to_ascii_lowercase();
     match ext.as_str() {
-        "fmq" => Ok(Box::new(crate::int8::Int8Predictor::load(path)?)),
+        "fmq" => Ok(Box::new(crate::eval::int8::Int8Predictor::load(path)?)),
         "onnx" => Ok(Box::new(FloatPredictor::from_onnx(path, backend)?)),
         _ => Ok(Box::new(FloatPredictor::from_checkpoint(path, backend)?)),
     }

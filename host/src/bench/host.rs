@@ -6,8 +6,8 @@
 //! travel). onnxruntime runs as a Python peer (`scripts/bench_onnxruntime.py`);
 //! without `pip install onnxruntime` the report says so and goes on.
 
-use crate::int8::Int8Model;
-use crate::reference::{TractModel, f32s};
+use crate::eval::int8::Int8Model;
+use crate::quant::reference::{TractModel, f32s};
 use anyhow::{Result, ensure};
 use facemark_core::kernels::{Tier, detected};
 use facemark_core::network::{ARENA_LEN, INPUT_LEN, MACS};
