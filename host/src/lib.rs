@@ -1,7 +1,7 @@
 //! Facemark host library: data, training, export, quantization, evaluation
 //! and the board client. The binary `facemark` is a thin CLI over it.
 
-pub mod bench;
+mod bench;
 pub mod board;
 pub mod cli;
 pub mod data;

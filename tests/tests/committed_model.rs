@@ -2,8 +2,8 @@
 //! int8 ONNX that carries the same integers, and the float ONNX.
 
 use facemark::data::{Dataset, LoadOptions};
-use facemark::eval::{Predictor, evaluate};
 use facemark::eval::int8::Int8Predictor;
+use facemark::eval::{Predictor, evaluate};
 use facemark::quant::reference::{TractModel, f32s};
 use facemark_core::Model;
 use facemark_core::network::{ARENA_LEN, NETWORK_HASH, OUTPUTS};

@@ -2,9 +2,9 @@
 //! pass (the burn model the trainer trains).
 
 use facemark::float::net::{Backend, Net};
+use facemark::float::weights::FloatWeights;
 use facemark::quant::onnx::float_model;
 use facemark::quant::reference::{TractModel, f32s};
-use facemark::float::weights::FloatWeights;
 use facemark_tests::test_images;
 
 #[test]

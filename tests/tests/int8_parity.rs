@@ -1,11 +1,11 @@
 //! The `shared` int8 kernels against tract running the exported int8 ONNX:
 //! every layer's int8 output must be identical, and the keypoints too.
 
+use facemark::float::weights::FloatWeights;
 use facemark::quant::calib::{RangeMethod, calibrate};
 use facemark::quant::onnx::quantized_model;
 use facemark::quant::quantize::QuantModel;
 use facemark::quant::reference::{TractModel, f32s, i8s};
-use facemark::float::weights::FloatWeights;
 use facemark_core::kernels::Portable;
 use facemark_core::network::{ARENA_LEN, INPUT_LEN, LAYER_COUNT, LAYERS};
 use facemark_core::{Model, infer_with};
@@ -40,7 +40,7 @@ fn quantized_random_net_int4(seed: u64) -> QuantModel {
     let w = FloatWeights::random(seed, 0.05);
     let calib: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(seed * 100 + i)).collect();
     let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
-    facemark::quant::export::with_int4_layers(
+    facemark::quant::pipeline::with_int4_layers(
         &w,
         &refs,
         RangeMethod::MinMax,

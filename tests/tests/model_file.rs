@@ -1,8 +1,8 @@
 //! The `.fmq` model file: round trip, and every way it can be damaged gives
 //! an error (never a panic, never a silently different model).
 
-use facemark::quant::quantize::QuantModel;
 use facemark::float::weights::FloatWeights;
+use facemark::quant::quantize::QuantModel;
 use facemark_core::Model;
 use facemark_core::model::{
     ALL_INT8, HEADER_LEN, Layout, ModelError, WeightType, field, int8_file_len,

@@ -6,10 +6,10 @@
 //! PyTorch.
 
 use facemark::float::net::{Backend, Net};
-use facemark::quant::onnx::{float_model, to_bytes};
 use facemark::float::onnx_in;
-use facemark::quant::reference::{TractModel, f32s};
 use facemark::float::weights::FloatWeights;
+use facemark::quant::onnx::{float_model, to_bytes};
+use facemark::quant::reference::{TractModel, f32s};
 use facemark_tests::test_images;
 use std::path::PathBuf;
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto};

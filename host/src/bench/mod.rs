@@ -21,8 +21,8 @@ use facemark_core::network::{
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::data::augment::AugmentConfig;
 use crate::data::Sample;
+use crate::data::augment::AugmentConfig;
 use crate::float::net::{Backend, Net};
 use crate::train::{HostBatch, TrainConfig, epoch_rng, optimizer, train_step};
 

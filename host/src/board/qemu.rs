@@ -130,16 +130,11 @@ pub fn default_elf() -> PathBuf {
     Machine::An386.elf("release")
 }
 
-/// The emulated board's firmware ELF: `$FACEMARK_FIRMWARE_ELF` if set;
+/// An emulated board's firmware ELF: `$FACEMARK_FIRMWARE_ELF` if set;
 /// otherwise the board crate's release build, first brought up to date
 /// with `cargo build --release` when `build` is true (cargo rebuilds only
 /// what changed, the embedded model included). Without cargo, an existing
 /// ELF is used as it is.
-pub fn firmware_elf(build: bool) -> anyhow::Result<PathBuf> {
-    board_elf(Machine::An386, build)
-}
-
-/// [`firmware_elf`] for any emulated board.
 pub fn board_elf(machine: Machine, build: bool) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("FACEMARK_FIRMWARE_ELF") {
         let p = PathBuf::from(p);
@@ -169,14 +164,6 @@ pub fn board_elf(machine: Machine, build: bool) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(elf)
-}
-
-/// `cargo build --release` of the AN386 board, with this process's cargo
-/// variables removed (a test run's must not leak into the nested build).
-/// `model` embeds another model file than the board's default (as
-/// `FACEMARK_MODEL` does; `None` leaves that variable as it is).
-pub fn build_firmware(model: Option<&Path>) -> anyhow::Result<()> {
-    build_board(Machine::An386, &["build", "--release"], model)
 }
 
 /// Runs cargo with `args` in a board crate's folder, where its
@@ -261,16 +248,6 @@ impl Default for QemuOptions {
             machine: Machine::An386,
         }
     }
-}
-
-/// True when `qemu-system-arm` (or `$FACEMARK_QEMU`) runs.
-pub fn qemu_available() -> bool {
-    Command::new(qemu_binary())
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn qemu_binary() -> PathBuf {

@@ -13,8 +13,9 @@ use std::time::Instant;
 use anyhow::Context;
 use facemark_core::Model;
 
+use crate::board::grouped;
 use crate::board::qemu::{Machine, Qemu, QemuOptions, board_elf};
-use crate::board::{grouped, print_keypoints};
+use crate::cli::board::print_keypoints;
 use crate::data::image_io::{Face, annotated_file_name, load_csv, save_annotated, synthetic_face};
 
 #[derive(clap::Args, Debug)]
@@ -112,7 +113,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
         .filter(|d| !d.is_zero())
         .context("--timeout must be a positive number of seconds")?;
     let info = client.info()?;
-    crate::board::print_info(&info);
+    crate::cli::board::print_info(&info);
     if let Some(e) = &info.model_error {
         anyhow::bail!("the firmware's model failed its checks: {e}");
     }

@@ -1,7 +1,11 @@
 //! The command line: every command's flags and what it prints. The library
 //! modules compute; only this module (and `main`) prints and exits.
 
-pub mod demo;
+mod board;
+mod demo;
+mod eval;
+mod quantize;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -16,17 +20,17 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Train the network on Kaggle-format data (writes a run directory).
-    Train(crate::train::TrainArgs),
+    Train(train::TrainArgs),
     /// Accuracy of a model on a data set (MSE, score, RMSE px, per keypoint).
-    Eval(crate::eval::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Write the float ONNX model of a checkpoint (or of a PyTorch ONNX).
-    Export(crate::quant::export::ExportArgs),
+    Export(quantize::ExportArgs),
     /// Quantize a checkpoint (or a PyTorch ONNX) to int8: the .fmq model file and the int8 ONNX.
-    Quantize(crate::quant::export::QuantizeArgs),
+    Quantize(quantize::QuantizeArgs),
     /// Benchmarks (training speed against PyTorch).
     Bench(crate::bench::BenchArgs),
     /// Talk to a board: its info, keypoints for images (serial, TCP or QEMU).
-    Board(crate::board::BoardArgs),
+    Board(board::BoardArgs),
     /// Boot the emulated board and run faces through it end to end.
     Demo(demo::DemoArgs),
 }
@@ -34,12 +38,12 @@ pub enum Command {
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(a) => crate::train::run(&a),
-        Command::Eval(a) => crate::eval::run(&a),
-        Command::Export(a) => crate::quant::export::run_export(&a),
-        Command::Quantize(a) => crate::quant::export::run_quantize(&a),
+        Command::Train(a) => train::run(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Export(a) => quantize::run_export(&a),
+        Command::Quantize(a) => quantize::run_quantize(&a),
         Command::Bench(a) => crate::bench::run(&a),
-        Command::Board(a) => crate::board::run(&a),
+        Command::Board(a) => board::run(&a),
         Command::Demo(a) => demo::run(&a),
     }
 }

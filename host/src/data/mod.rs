@@ -13,7 +13,7 @@
 //! [`LoadOptions::skip_bad_rows`] such rows are skipped and counted instead.
 
 pub mod augment;
-pub mod image_io;
+pub(crate) mod image_io;
 
 use std::fmt;
 use std::fs::File;

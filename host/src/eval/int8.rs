@@ -22,10 +22,6 @@ impl Int8Model {
         Self::from_bytes(bytes).with_context(|| format!("model file {}", path.display()))
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
     pub fn model(&self) -> Model<'_> {
         Model::parse(&self.bytes).expect("checked when loaded")
     }

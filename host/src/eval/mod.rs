@@ -8,7 +8,7 @@
 
 pub mod int8;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
@@ -16,7 +16,7 @@ use burn::tensor::Device;
 use facemark_core::network::{INPUT_LEN, KEYPOINT_NAMES, KEYPOINTS, OUTPUTS, pixel_to_unit};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, LoadOptions};
+use crate::data::Dataset;
 use crate::float::net::{Backend, Net};
 
 /// Something that maps grey 96x96 images to 30 coordinates in [-1, 1] units
@@ -49,7 +49,7 @@ impl FloatPredictor {
     /// Loads a burnpack checkpoint (a `.bpk` file, or a run directory, whose
     /// `best.bpk` is used).
     pub fn from_checkpoint(path: &Path, backend: Backend) -> Result<Self> {
-        let file = resolve_checkpoint(path)?;
+        let file = crate::float::resolve_checkpoint(path)?;
         let device = backend.device();
         let net = Net::load_checkpoint(&file, &device)?;
         Ok(Self::new(
@@ -84,23 +84,6 @@ impl Predictor for FloatPredictor {
 
     fn predict(&self, images: &[&[u8]]) -> Result<Vec<[f32; OUTPUTS]>> {
         self.net.predict(images, &self.device)
-    }
-}
-
-/// A run directory means its best checkpoint; a file is itself.
-pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
-    if path.is_dir() {
-        let best = path.join(crate::train::BEST_FILE);
-        ensure!(
-            best.is_file(),
-            "{} is a directory without {}",
-            path.display(),
-            crate::train::BEST_FILE
-        );
-        Ok(best)
-    } else {
-        ensure!(path.is_file(), "no model file at {}", path.display());
-        Ok(path.to_path_buf())
     }
 }
 
@@ -337,67 +320,6 @@ pub fn compare_table(a: &Metrics, b: &Metrics) -> String {
         100.0 * (b.score / a.score - 1.0)
     );
     s
-}
-
-/// `facemark eval MODEL DATA [--json]`.
-#[derive(clap::Args, Debug)]
-pub struct EvalArgs {
-    /// Model: an int8 model file (.fmq), a float checkpoint (.bpk), a
-    /// training run directory (its best.bpk), or an ONNX file of the seed
-    /// network (as PyTorch's `torch.onnx.export` writes it).
-    pub model: PathBuf,
-    /// Data: Kaggle CSV (.csv, .csv.gz or .zip).
-    pub data: PathBuf,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// burn backend for the float model.
-    #[arg(long, value_enum, default_value_t = Backend::Flex)]
-    pub backend: Backend,
-    /// Skip malformed rows (and report how many) instead of failing.
-    #[arg(long)]
-    pub skip_bad_rows: bool,
-    /// Also evaluate this model (e.g. the float checkpoint of an .fmq) and
-    /// print both side by side: COMPARE as A, MODEL as B.
-    #[arg(long)]
-    pub compare: Option<PathBuf>,
-}
-
-pub fn run(args: &EvalArgs) -> Result<()> {
-    let data = crate::data::load_reporting(
-        &args.data,
-        LoadOptions {
-            skip_bad_rows: args.skip_bad_rows,
-        },
-        "data",
-    )?;
-    let pred = predictor_for_path(&args.model, args.backend)?;
-    let m = evaluate(pred.as_ref(), &data, !args.json)?;
-    let base = match &args.compare {
-        Some(p) => Some(evaluate(
-            predictor_for_path(p, args.backend)?.as_ref(),
-            &data,
-            !args.json,
-        )?),
-        None => None,
-    };
-    match (&base, args.json) {
-        (None, true) => println!("{}", serde_json::to_string_pretty(&m)?),
-        (None, false) => print!("{}", format_table(&m)),
-        (Some(a), true) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({ "a": a, "b": &m, "b_score_fraction_of_a": m.score / a.score })
-                )?
-            )
-        }
-        (Some(a), false) => {
-            print!("{}\n{}\n", format_table(a), format_table(&m));
-            print!("{}", compare_table(a, &m));
-        }
-    }
-    Ok(())
 }
 
 const _: () = assert!(INPUT_LEN == 96 * 96);

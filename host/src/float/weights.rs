@@ -84,16 +84,4 @@ impl FloatWeights {
         }
         w
     }
-
-    /// Conv weight at (out, in, ky, kx).
-    pub fn conv_weight(&self, layer: usize, o: usize, i: usize, ky: usize, kx: usize) -> f32 {
-        let l = &LAYERS[layer];
-        self.layers[layer].weight[((o * l.in_ch + i) * 3 + ky) * 3 + kx]
-    }
-
-    /// Dense weight at (out, in), `in` in NCHW flatten order.
-    pub fn dense_weight(&self, layer: usize, o: usize, i: usize) -> f32 {
-        let l = &LAYERS[layer];
-        self.layers[layer].weight[i * l.out_ch + o]
-    }
 }

@@ -1,8 +1,8 @@
 //! Calibration: each layer's activation range over a set of images, from the
 //! float model (run by tract on the exported float ONNX).
 
-use crate::quant::reference::{TractModel, f32s};
 use crate::float::weights::FloatWeights;
+use crate::quant::reference::{TractModel, f32s};
 use anyhow::{Result, ensure};
 use facemark_core::network::LAYER_COUNT;
 

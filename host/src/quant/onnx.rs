@@ -6,8 +6,8 @@
 //! `Flatten`/`Reshape` -> `QLinearConv` 1x1 (first dense) -> `Reshape` ->
 //! `MatMulInteger` + `Add` (int32 bias) -> `Cast` -> `Mul` (per-output scale).
 
-use crate::quant::quantize::QuantModel;
 use crate::float::weights::FloatWeights;
+use crate::quant::quantize::QuantModel;
 use anyhow::{Context, Result};
 use facemark_core::network::{INPUT_SIDE, LAYERS, OUTPUTS};
 use prost::Message;

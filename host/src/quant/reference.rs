@@ -35,10 +35,6 @@ impl TractModel {
         Self::from_bytes(&bytes, batch).with_context(|| format!("loading {}", path.display()))
     }
 
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-
     /// Runs one batch of exactly `batch` images (pixel / 255 as the float
     /// model sees them); returns every graph output.
     pub fn run(&self, images: &[&[u8]]) -> Result<TVec<TValue>> {

@@ -19,7 +19,7 @@
 //!   epoch (replaced as a whole, so a crash leaves the previous one);
 //! - `loss.png`: training loss and validation MSE per epoch.
 
-pub mod plot;
+pub(crate) mod plot;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -44,7 +44,7 @@ use crate::float::net::{Backend, Net};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.csv";
-pub const BEST_FILE: &str = "best.bpk";
+pub use crate::float::BEST_FILE;
 pub const LAST_DIR: &str = "last";
 pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
@@ -748,125 +748,6 @@ impl Recipe {
     }
 }
 
-/// `facemark train`. Every recipe value is optional here: a flag given
-/// overrides the one `--recipe` sets (`facemark train --train T --val V
-/// --out runs/x` trains the committed model's recipe).
-#[derive(clap::Args, Debug)]
-pub struct TrainArgs {
-    /// Training data: Kaggle CSV (.csv, .csv.gz or .zip).
-    #[arg(long)]
-    pub train: PathBuf,
-    /// Validation data file (default: a seeded split of --train, see --val-split).
-    #[arg(long)]
-    pub val: Option<PathBuf>,
-    /// Run directory (config, metrics, checkpoints, plot).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Continue the run in --out from its last finished epoch (same recipe flags; --epochs may grow).
-    #[arg(long)]
-    pub resume: bool,
-    /// The recipe the flags below start from: `committed` (the committed
-    /// model's) or `seed` (the seed report's).
-    #[arg(long, value_enum, default_value_t = Recipe::Committed)]
-    pub recipe: Recipe,
-    /// Fraction of --train held out for validation when --val is not given.
-    #[arg(long)]
-    pub val_split: Option<f64>,
-    /// burn backend.
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Batch size.
-    #[arg(long)]
-    pub batch: Option<usize>,
-    /// (Peak) learning rate.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// L2 weight decay (added to the gradient, as PyTorch's Adam does).
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Adam epsilon.
-    #[arg(long)]
-    pub adam_eps: Option<f64>,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum)]
-    pub schedule: Option<Schedule>,
-    /// One-cycle warm-up fraction.
-    #[arg(long)]
-    pub warmup: Option<f64>,
-    /// Random horizontal flips (left/right keypoints swapped): `--flip`,
-    /// or `--flip false`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub flip: Option<bool>,
-    /// Random shifts up to this many pixels (0 = off).
-    #[arg(long)]
-    pub shift: Option<f32>,
-    /// Random rotations up to this many degrees (0 = off).
-    #[arg(long)]
-    pub rotate: Option<f32>,
-    /// Random scaling by up to this fraction, e.g. 0.05 (0 = off).
-    #[arg(long)]
-    pub scale: Option<f32>,
-    /// Random brightness change up to this fraction of full scale (0 = off).
-    #[arg(long)]
-    pub brightness: Option<f32>,
-    /// Random contrast change up to this fraction, e.g. 0.2 (0 = off).
-    #[arg(long)]
-    pub contrast: Option<f32>,
-    /// Stop after this many epochs without a better validation MSE.
-    #[arg(long)]
-    pub early_stop: Option<usize>,
-    /// Seed for initialisation, split, shuffling, augmentation and dropout.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Skip malformed rows (and report how many) instead of failing.
-    #[arg(long)]
-    pub skip_bad_rows: bool,
-    /// Use only the first N training samples (quick trials).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// No progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
-}
-
-impl TrainArgs {
-    /// The recipe's config with the flags given laid over it.
-    pub fn config(&self) -> TrainConfig {
-        let base = self.recipe.config();
-        let a = base.augment;
-        TrainConfig {
-            train: crate::data::path_string(&crate::data::absolute(&self.train)),
-            val: self
-                .val
-                .as_ref()
-                .map(|v| crate::data::path_string(&crate::data::absolute(v))),
-            val_split: self.val_split.unwrap_or(base.val_split),
-            backend: self.backend.unwrap_or(base.backend),
-            epochs: self.epochs.unwrap_or(base.epochs),
-            batch: self.batch.unwrap_or(base.batch),
-            lr: self.lr.unwrap_or(base.lr),
-            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
-            adam_eps: self.adam_eps.unwrap_or(base.adam_eps),
-            schedule: self.schedule.unwrap_or(base.schedule),
-            warmup: self.warmup.unwrap_or(base.warmup),
-            augment: AugmentConfig {
-                flip: self.flip.unwrap_or(a.flip),
-                shift: self.shift.unwrap_or(a.shift),
-                rotate: self.rotate.unwrap_or(a.rotate),
-                scale: self.scale.unwrap_or(a.scale),
-                brightness: self.brightness.unwrap_or(a.brightness),
-                contrast: self.contrast.unwrap_or(a.contrast),
-            },
-            early_stop: self.early_stop.or(base.early_stop),
-            seed: self.seed.unwrap_or(base.seed),
-            skip_bad_rows: self.skip_bad_rows || base.skip_bad_rows,
-            limit: self.limit.or(base.limit),
-        }
-    }
-}
-
 /// Loads the data a config names (with the seeded split and the limit).
 pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
     let opts = LoadOptions {
@@ -893,96 +774,4 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
         train.samples.truncate(k);
     }
     Ok((train, val))
-}
-
-pub fn run(args: &TrainArgs) -> Result<()> {
-    let cfg = args.config();
-    cfg.check()?;
-    let t0 = Instant::now();
-    let (train_set, val_set) = load_data(&cfg)?;
-    println!(
-        "data: {} training faces ({} complete), {} validation faces, loaded in {:.1} s",
-        train_set.len(),
-        train_set.complete_count(),
-        val_set.len(),
-        t0.elapsed().as_secs_f64()
-    );
-    println!(
-        "recipe: {} epochs, batch {}, Adam lr {:.1e} ({:?}), weight decay {:.0e}, augment {:?}, backend {}, seed {}",
-        cfg.epochs,
-        cfg.batch,
-        cfg.lr,
-        cfg.schedule,
-        cfg.weight_decay,
-        cfg.augment,
-        cfg.backend.name(),
-        cfg.seed
-    );
-    let opts = TrainOptions {
-        resume: args.resume,
-        progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        verbose: true,
-        handle_ctrl_c: true,
-        stop_after_epochs: None,
-    };
-    let out = train(&cfg, &train_set, &val_set, &args.out, &opts)?;
-    let s = &out.state;
-    if let Some(b) = s.history.iter().find(|m| m.epoch == s.best_epoch) {
-        println!(
-            "best: epoch {} val MSE {:.6}, score {:.1}, RMSE {:.3} px; {} epochs in {:.1} min; run dir {}",
-            b.epoch,
-            b.val_mse,
-            b.val_score,
-            b.val_rmse_px,
-            s.epochs_done,
-            s.train_seconds / 60.0,
-            args.out.display()
-        );
-    }
-    if out.interrupted {
-        eprintln!(
-            "training interrupted after epoch {}; continue with the same command plus --resume",
-            s.epochs_done
-        );
-        std::process::exit(130);
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod recipe_tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        train: TrainArgs,
-    }
-
-    fn config(args: &[&str]) -> TrainConfig {
-        let mut argv = vec!["facemark", "--train", "t.csv", "--out", "runs/x"];
-        argv.extend_from_slice(args);
-        let mut c = Cli::parse_from(argv).train.config();
-        c.train.clear();
-        c
-    }
-
-    #[test]
-    fn no_flags_is_the_committed_recipe_and_seed_is_one_flag_away() {
-        assert_eq!(config(&[]), Recipe::Committed.config());
-        assert_eq!(config(&["--recipe", "seed"]), TrainConfig::default());
-        let c = config(&[]);
-        assert_eq!((c.epochs, c.schedule, c.seed), (70, Schedule::Onecycle, 2));
-        assert!(c.augment.flip && c.augment.shift == 2.0 && c.augment.contrast == 0.2);
-    }
-
-    #[test]
-    fn a_flag_overrides_its_recipe_value_only() {
-        let c = config(&["--epochs", "3", "--flip", "false"]);
-        assert_eq!(c.epochs, 3);
-        assert!(!c.augment.flip);
-        assert_eq!(c.augment.shift, 2.0);
-        assert!(config(&["--recipe", "seed", "--flip"]).augment.flip);
-    }
 }

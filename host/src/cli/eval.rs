@@ -1,0 +1,68 @@
+//! `facemark eval`: a model's accuracy on a data set, as a table or JSON.
+
+use crate::data::LoadOptions;
+use crate::eval::{compare_table, evaluate, format_table, predictor_for_path};
+use crate::float::net::Backend;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// `facemark eval MODEL DATA [--json]`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Model: an int8 model file (.fmq), a float checkpoint (.bpk), a
+    /// training run directory (its best.bpk), or an ONNX file of the seed
+    /// network (as PyTorch's `torch.onnx.export` writes it).
+    pub model: PathBuf,
+    /// Data: Kaggle CSV (.csv, .csv.gz or .zip).
+    pub data: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// burn backend for the float model.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub backend: Backend,
+    /// Skip malformed rows (and report how many) instead of failing.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Also evaluate this model (e.g. the float checkpoint of an .fmq) and
+    /// print both side by side: COMPARE as A, MODEL as B.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let data = crate::data::load_reporting(
+        &args.data,
+        LoadOptions {
+            skip_bad_rows: args.skip_bad_rows,
+        },
+        "data",
+    )?;
+    let pred = predictor_for_path(&args.model, args.backend)?;
+    let m = evaluate(pred.as_ref(), &data, !args.json)?;
+    let base = match &args.compare {
+        Some(p) => Some(evaluate(
+            predictor_for_path(p, args.backend)?.as_ref(),
+            &data,
+            !args.json,
+        )?),
+        None => None,
+    };
+    match (&base, args.json) {
+        (None, true) => println!("{}", serde_json::to_string_pretty(&m)?),
+        (None, false) => print!("{}", format_table(&m)),
+        (Some(a), true) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "a": a, "b": &m, "b_score_fraction_of_a": m.score / a.score })
+                )?
+            )
+        }
+        (Some(a), false) => {
+            print!("{}\n{}\n", format_table(a), format_table(&m));
+            print!("{}", compare_table(a, &m));
+        }
+    }
+    Ok(())
+}
