@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed network in PyTorch, trained as the seed report trains it and
 exported with `torch.onnx.export`: the fixture `models/seed-pytorch.onnx`,
-which `facemark eval`, `quantize` and `export` read (host/src/onnx_in.rs).
+which `facemark eval`, `quantize` and `export` read (host/src/float/onnx_in.rs).
 
     python3 scripts/seed_pytorch.py --train ../shared/data/faces96-train.csv.gz \
         --out models/seed-pytorch.onnx
