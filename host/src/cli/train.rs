@@ -7,6 +7,16 @@ use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// A flag's help with each recipe's value, taken from the recipes
+/// themselves: the help, the run and `config.json` cannot disagree.
+fn per_recipe<T: std::fmt::Display>(what: &str, value: impl Fn(&TrainConfig) -> T) -> String {
+    format!(
+        "{what} [committed: {}; seed: {}]",
+        value(&Recipe::Committed.config()),
+        value(&Recipe::Seed.config())
+    )
+}
+
 /// `facemark train`. Every recipe value is optional here: a flag given
 /// overrides the one `--recipe` sets (`facemark train --train T --val V
 /// --out runs/x` trains the committed model's recipe).
@@ -28,56 +38,39 @@ pub struct TrainArgs {
     /// model's) or `seed` (the seed report's).
     #[arg(long, value_enum, default_value_t = Recipe::Committed)]
     pub recipe: Recipe,
-    /// Fraction of --train held out for validation when --val is not given.
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Fraction of --train held out for validation when --val is not given", |c| c.val_split))]
     pub val_split: Option<f64>,
-    /// burn backend.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = per_recipe("burn backend", |c| c.backend.name()))]
     pub backend: Option<Backend>,
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Epochs", |c| c.epochs))]
     pub epochs: Option<usize>,
-    /// Batch size.
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Batch size", |c| c.batch))]
     pub batch: Option<usize>,
-    /// (Peak) learning rate.
-    #[arg(long)]
+    #[arg(long, help = per_recipe("(Peak) learning rate", |c| c.lr))]
     pub lr: Option<f64>,
-    /// L2 weight decay (added to the gradient, as PyTorch's Adam does).
-    #[arg(long)]
+    #[arg(long, help = per_recipe("L2 weight decay (added to the gradient, as PyTorch's Adam does)", |c| c.weight_decay))]
     pub weight_decay: Option<f64>,
-    /// Adam epsilon.
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Adam epsilon", |c| c.adam_eps))]
     pub adam_eps: Option<f64>,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = per_recipe("Learning-rate schedule", |c| format!("{:?}", c.schedule).to_lowercase()))]
     pub schedule: Option<Schedule>,
-    /// One-cycle warm-up fraction.
-    #[arg(long)]
+    #[arg(long, help = per_recipe("One-cycle warm-up fraction", |c| c.warmup))]
     pub warmup: Option<f64>,
-    /// Random horizontal flips (left/right keypoints swapped): `--flip`,
-    /// or `--flip false`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help = per_recipe("Random horizontal flips (left/right keypoints swapped): `--flip`, or `--flip false`", |c| c.augment.flip))]
     pub flip: Option<bool>,
-    /// Random shifts up to this many pixels (0 = off).
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Random shifts up to this many pixels (0 = off)", |c| c.augment.shift))]
     pub shift: Option<f32>,
-    /// Random rotations up to this many degrees (0 = off).
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Random rotations up to this many degrees (0 = off)", |c| c.augment.rotate))]
     pub rotate: Option<f32>,
-    /// Random scaling by up to this fraction, e.g. 0.05 (0 = off).
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Random scaling by up to this fraction, e.g. 0.05 (0 = off)", |c| c.augment.scale))]
     pub scale: Option<f32>,
-    /// Random brightness change up to this fraction of full scale (0 = off).
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Random brightness change up to this fraction of full scale (0 = off)", |c| c.augment.brightness))]
     pub brightness: Option<f32>,
-    /// Random contrast change up to this fraction, e.g. 0.2 (0 = off).
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Random contrast change up to this fraction, e.g. 0.2 (0 = off)", |c| c.augment.contrast))]
     pub contrast: Option<f32>,
-    /// Stop after this many epochs without a better validation MSE.
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Stop after this many epochs without a better validation MSE", |c| c.early_stop.map_or("off".to_string(), |e| e.to_string())))]
     pub early_stop: Option<usize>,
-    /// Seed for initialisation, split, shuffling, augmentation and dropout.
-    #[arg(long)]
+    #[arg(long, help = per_recipe("Seed for initialisation, split, shuffling, augmentation and dropout", |c| c.seed))]
     pub seed: Option<u64>,
     /// Skip malformed rows (and report how many) instead of failing.
     #[arg(long)]

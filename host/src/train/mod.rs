@@ -714,15 +714,11 @@ pub fn train(
 /// The values live here once; `config.json` records what a run used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Recipe {
-    /// The committed model's (models/README.md): 70 epochs, one-cycle
-    /// schedule, flips, shifts up to 2 px, brightness 0.1, contrast 0.2,
-    /// seed 2; the rest as `seed`.
+    /// The committed model's (models/README.md; each flag's help gives
+    /// its value).
     #[default]
     Committed,
-    /// The seed report's: 15 epochs at a constant learning rate 1e-3,
-    /// batch 16, Adam (weight decay 1e-7, epsilon 1e-8), no augmentation,
-    /// seed 0.
-    // (`TrainConfig::default()` holds these values.)
+    /// The seed report's (`TrainConfig::default()`).
     Seed,
 }
 
