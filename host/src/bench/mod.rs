@@ -15,9 +15,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use facemark_core::network::{
-    DROPOUT2D_BEFORE, DROPOUT2D_P, INPUT_LEN, LAYERS, LayerKind, OUTPUTS,
-};
+use facemark_core::network::{DROPOUT2D_BEFORE, DROPOUT2D_P, LAYERS, LayerKind, OUTPUTS};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
@@ -89,15 +87,14 @@ pub struct Timing {
     pub note: Option<String>,
 }
 
-/// Synthetic faces (random pixels and keypoints): speed does not depend on content.
+/// Synthetic faces (the drawn ones, with random keypoints): speed does not
+/// depend on content.
 pub fn synthetic_samples(n: usize, seed: u64) -> Vec<Sample> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..n)
-        .map(|_| {
-            let mut image = Box::new([0u8; INPUT_LEN]);
-            rng.fill(&mut image[..]);
-            let keypoints = std::array::from_fn(|_| rng.random_range(10.0f32..86.0));
-            Sample { image, keypoints }
+        .map(|i| Sample {
+            image: crate::data::synthetic::synthetic_face(seed * 1000 + i as u64),
+            keypoints: std::array::from_fn(|_| rng.random_range(10.0f32..86.0)),
         })
         .collect()
 }

@@ -16,7 +16,8 @@ use facemark_core::Model;
 use crate::board::grouped;
 use crate::board::qemu::{Machine, Qemu, QemuOptions, board_elf};
 use crate::cli::board::print_keypoints;
-use crate::data::image_io::{Face, annotated_file_name, load_csv, save_annotated, synthetic_face};
+use crate::data::image_io::{Face, annotated_file_name, load_csv, save_annotated};
+use crate::data::synthetic::synthetic_face;
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -75,7 +76,7 @@ fn pick_faces(a: &DemoArgs) -> anyhow::Result<Vec<Face>> {
             Ok((0..a.faces)
                 .map(|i| Face {
                     name: format!("synthetic-{}", i + 1),
-                    pixels: synthetic_face(i as u32 + 1),
+                    pixels: synthetic_face(i as u64 + 1),
                 })
                 .collect())
         }

@@ -14,6 +14,7 @@
 
 pub mod augment;
 pub(crate) mod image_io;
+pub mod synthetic;
 
 use std::fmt;
 use std::fs::File;
