@@ -1,8 +1,9 @@
-//! `facemark train`: the seed network trained with burn on Kaggle-format data.
+//! Training: the seed network trained with burn on Kaggle-format data (the
+//! run directory, the fit loop, resume; `cli::train` holds the flags).
 //!
-//! Defaults are the seed recipe: Adam (lr 1e-3, weight decay 1e-7, PyTorch's
-//! epsilon 1e-8), batch 16, 15 epochs, MSE on [-1, 1] coordinates with missing
-//! labels masked out, no augmentation, constant learning rate.
+//! `TrainConfig::default()` is the seed recipe: Adam (PyTorch's epsilon),
+//! masked MSE on [-1, 1] coordinates, no augmentation, constant learning
+//! rate; [`Recipe`] holds both recipes' values.
 //!
 //! Reproducibility: the initial weights come from the seed; each epoch draws
 //! its shuffle, augmentation and dropout masks from a ChaCha8 stream derived
