@@ -207,6 +207,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 fn run_train(a: &BenchTrainArgs) -> Result<()> {
+    // PyTorch's OpenMP threads collapse under any background load.
+    warn_if_loaded();
     let mut rows = Vec::new();
     let flex =
         time_burn(Backend::Flex, a.batches, a.warmup, a.batch).context("timing burn flex")?;
