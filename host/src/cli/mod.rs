@@ -1,6 +1,10 @@
 //! The command line: every command's flags and what it prints. The library
 //! modules compute; only this module (and `main`) prints and exits.
 
+mod bench;
+mod bench_board;
+mod bench_host;
+mod bench_pi;
 mod board;
 mod demo;
 mod eval;
@@ -28,7 +32,7 @@ pub enum Command {
     /// Quantize a checkpoint (or a PyTorch ONNX) to int8: the .fmq model file and the int8 ONNX.
     Quantize(quantize::QuantizeArgs),
     /// Benchmarks (training speed against PyTorch).
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Talk to a board: its info, keypoints for images (serial, TCP or QEMU).
     Board(board::BoardArgs),
     /// Boot the emulated board and run faces through it end to end.
@@ -42,7 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(&a),
         Command::Export(a) => quantize::run_export(&a),
         Command::Quantize(a) => quantize::run_quantize(&a),
-        Command::Bench(a) => crate::bench::run(&a),
+        Command::Bench(a) => bench::run(&a),
         Command::Board(a) => board::run(&a),
         Command::Demo(a) => demo::run(&a),
     }

@@ -1,0 +1,183 @@
+//! `facemark bench`: the command enum, and `bench train`'s flags and table.
+
+use crate::bench::{Timing, TorchPeer, time_burn, time_torch, warn_if_loaded};
+use crate::float::net::Backend;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Training speed: burn flex and ndarray against PyTorch CPU.
+    Train(BenchTrainArgs),
+    /// Inference on this machine: the `shared` int8 engine against tract (float and int8 ONNX).
+    Host(crate::cli::bench_host::BenchHostArgs),
+    /// The firmware on the emulated board (QEMU -icount): instructions per inference and per MAC, flash and RAM.
+    Board(crate::cli::bench_board::BenchBoardArgs),
+    /// The Raspberry Pi binary's instructions per inference against tract's,
+    /// both built for aarch64 and counted under qemu-aarch64 (Pi 4 and Pi 5 cores).
+    Pi(crate::cli::bench_pi::BenchPiArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchTrainArgs {
+    /// Timed batches for flex and PyTorch.
+    #[arg(long, default_value_t = 20)]
+    pub batches: usize,
+    /// Timed batches for ndarray (about 2.4 s each).
+    #[arg(long, default_value_t = 3)]
+    pub ndarray_batches: usize,
+    /// Untimed warm-up batches before each measurement.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Python interpreter for the PyTorch peer.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// The PyTorch script (default: scripts/bench_train_torch.py in the repository).
+    #[arg(long)]
+    pub torch_script: Option<PathBuf>,
+    /// PyTorch CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Leave out ndarray.
+    #[arg(long)]
+    pub skip_ndarray: bool,
+    /// Leave out PyTorch.
+    #[arg(long)]
+    pub skip_torch: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    match &args.what {
+        BenchCommand::Train(a) => run_train(a),
+        BenchCommand::Host(a) => crate::cli::bench_host::run(a),
+        BenchCommand::Board(a) => crate::cli::bench_board::run(a),
+        BenchCommand::Pi(a) => crate::cli::bench_pi::run(a),
+    }
+}
+
+fn run_train(a: &BenchTrainArgs) -> Result<()> {
+    // PyTorch's OpenMP threads collapse under any background load.
+    warn_if_loaded();
+    let mut rows = Vec::new();
+    let flex =
+        time_burn(Backend::Flex, a.batches, a.warmup, a.batch).context("timing burn flex")?;
+    rows.push(Timing {
+        name: "burn flex".into(),
+        batches: a.batches,
+        seconds_per_batch: Some(flex),
+        note: None,
+    });
+    if !a.json {
+        eprintln!("burn flex: {flex:.4} s/batch");
+    }
+    if !a.skip_ndarray {
+        let nd = time_burn(
+            Backend::Ndarray,
+            a.ndarray_batches,
+            a.warmup.min(1),
+            a.batch,
+        )
+        .context("timing burn ndarray")?;
+        rows.push(Timing {
+            name: "burn ndarray".into(),
+            batches: a.ndarray_batches,
+            seconds_per_batch: Some(nd),
+            note: None,
+        });
+        if !a.json {
+            eprintln!("burn ndarray: {nd:.4} s/batch");
+        }
+    }
+    if !a.skip_torch {
+        let peer = TorchPeer {
+            python: &a.python,
+            script: a.torch_script.as_deref(),
+            threads: a.threads,
+        };
+        match time_torch(&peer, a.batches, a.warmup, a.batch) {
+            Ok(t) => rows.push(Timing {
+                name: format!("PyTorch CPU ({} threads)", a.threads),
+                batches: a.batches,
+                seconds_per_batch: Some(t),
+                note: None,
+            }),
+            Err(e) => rows.push(Timing {
+                name: "PyTorch CPU".into(),
+                batches: 0,
+                seconds_per_batch: None,
+                note: Some(e),
+            }),
+        }
+    }
+    let torch = rows
+        .iter()
+        .find(|r| r.name.starts_with("PyTorch"))
+        .and_then(|r| r.seconds_per_batch);
+    let batches_per_epoch = 3169usize.div_ceil(a.batch);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"batch": a.batch, "rows": rows}))?
+        );
+        return Ok(());
+    }
+    println!(
+        "training one batch of {} (forward + masked MSE + backward + Adam), release build",
+        a.batch
+    );
+    println!(
+        "{:<28} {:>8} {:>11} {:>14} {:>10}",
+        "", "batches", "s/batch", "epoch (3169)", "x PyTorch"
+    );
+    for r in &rows {
+        match r.seconds_per_batch {
+            Some(s) => println!(
+                "{:<28} {:>8} {:>11.4} {:>12.1} s {:>10}",
+                r.name,
+                r.batches,
+                s,
+                s * batches_per_epoch as f64,
+                torch
+                    .map(|t| format!("{:.2}", s / t))
+                    .unwrap_or_else(|| "-".into())
+            ),
+            None => println!(
+                "{:<28} {:>8} {:>11} {:>14} {:>10}   {}",
+                r.name,
+                "-",
+                "-",
+                "-",
+                "-",
+                r.note.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    if torch.is_none() && !a.skip_torch {
+        println!(
+            "PyTorch is not available, so there are no ratios to it (pip install torch, then rerun)"
+        );
+    }
+    if let (Some(f), Some(n)) = (
+        rows.iter()
+            .find(|r| r.name == "burn flex")
+            .and_then(|r| r.seconds_per_batch),
+        rows.iter()
+            .find(|r| r.name == "burn ndarray")
+            .and_then(|r| r.seconds_per_batch),
+    ) {
+        println!("ndarray / flex: {:.1}", n / f);
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! `facemark bench ...`: each benchmark's flags and its report.
+//! `facemark bench board`: the firmware on the emulated board (instructions
+//! per inference, per layer and per MAC; flash and RAM).
+
+use crate::bench::board::{BoardReport, measure, portable_elf};
+use crate::board::grouped;
+use crate::board::qemu::{Machine, board_elf};
+use anyhow::{Context, Result, ensure};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchBoardArgs {
+    /// Inferences to run (synthetic images; all must cost the same or the
+    /// spread is reported).
+    #[arg(long, default_value_t = 3)]
+    pub images: usize,
+    /// The emulated board: the MPS2 AN386 (int8 model) or the 1 MB-flash
+    /// STM32F405 of QEMU's netduinoplus2 (int4 model).
+    #[arg(long, value_enum, default_value_t = Machine::An386)]
+    pub machine: Machine,
+    /// The firmware ELF (default: the board crate's release build, rebuilt
+    /// if needed).
+    #[arg(long)]
+    pub elf: Option<PathBuf>,
+    /// The model file whose size is reported as the model's share of flash
+    /// (default: the one the board embeds, the repository's
+    /// `models/facemark.fmq` on the AN386, `models/facemark-int4.fmq` on
+    /// the netduinoplus2).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout: f64,
+    /// Also build the firmware with the portable reference kernels
+    /// (`--no-default-features`, in its own target directory) and measure
+    /// it in the same run, as the peer the DSP kernels are compared with.
+    #[arg(long)]
+    pub peer: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn kib(b: u64) -> f64 {
+    b as f64 / 1024.0
+}
+
+pub fn run(a: &BenchBoardArgs) -> Result<()> {
+    ensure!(a.images > 0, "--images must be at least 1");
+    let timeout = Duration::try_from_secs_f64(a.timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--timeout must be a positive number of seconds")?;
+    let elf = match &a.elf {
+        Some(e) => e.clone(),
+        None => board_elf(a.machine, true)?,
+    };
+    if !a.json {
+        eprintln!("booting {} (qemu -icount shift=0) ...", elf.display());
+    }
+    let model = model_path(a);
+    let report = measure(&elf, a.machine, a.images, &model, timeout)?;
+    let peer = if a.peer {
+        eprintln!("building the firmware with the portable kernels (the peer) ...");
+        let peer_elf = portable_elf(a.machine)?;
+        if !a.json {
+            eprintln!("booting {} (qemu -icount shift=0) ...", peer_elf.display());
+        }
+        Some(measure(&peer_elf, a.machine, a.images, &model, timeout)?)
+    } else {
+        None
+    };
+    if a.json {
+        #[derive(Serialize)]
+        struct Out<'r> {
+            #[serde(flatten)]
+            report: &'r BoardReport,
+            /// The same firmware with the portable reference kernels.
+            portable_peer: Option<&'r BoardReport>,
+        }
+        let out = Out {
+            report: &report,
+            portable_peer: peer.as_ref(),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_report(&report, &model);
+        if let Some(p) = &peer {
+            print_peer(&report, p);
+        }
+    }
+    Ok(())
+}
+
+/// The model whose size is reported.
+fn model_path(a: &BenchBoardArgs) -> PathBuf {
+    a.model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(a.machine.model_file()))
+}
+
+/// The DSP build against the portable build, per layer, as ratios.
+fn print_peer(dsp: &BoardReport, portable: &BoardReport) {
+    println!();
+    println!("peer: the same firmware with the portable reference kernels, measured in this run");
+    println!(
+        "{:<7} {:>15} {:>15} {:>12}",
+        "layer", "DSP", "portable", "DSP/portable"
+    );
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    for (d, p) in dsp.layers.iter().zip(&portable.layers) {
+        println!(
+            "{:<7} {:>15} {:>15} {:>11.3}x",
+            d.layer,
+            grouped(d.instructions.into()),
+            grouped(p.instructions.into()),
+            ratio(f64::from(d.instructions), f64::from(p.instructions))
+        );
+    }
+    println!(
+        "{:<7} {:>15} {:>15} {:>11.3}x",
+        "total",
+        grouped(dsp.instructions_per_inference),
+        grouped(portable.instructions_per_inference),
+        ratio(
+            dsp.instructions_per_inference as f64,
+            portable.instructions_per_inference as f64
+        )
+    );
+}
+
+fn print_report(r: &BoardReport, model: &Path) {
+    println!(
+        "board: {} (firmware {}), {}",
+        r.board, r.firmware_version, r.elf
+    );
+    println!("cost unit: {} -- {}", r.cost_unit, r.note);
+    let spread = r.totals.iter().min() != r.totals.iter().max();
+    println!(
+        "inferences: {} ({})",
+        r.inferences,
+        if spread {
+            format!(
+                "totals differ: {}",
+                r.totals
+                    .iter()
+                    .map(|&t| grouped(t))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            "identical totals".into()
+        }
+    );
+    println!();
+    println!(
+        "{:<7} {:>15} {:>14} {:>10}",
+        "layer", "instructions", "MACs", "instr/MAC"
+    );
+    for l in &r.layers {
+        println!(
+            "{:<7} {:>15} {:>14} {:>10.3}",
+            l.layer,
+            grouped(l.instructions.into()),
+            grouped(l.macs as u64),
+            l.instructions_per_mac
+        );
+    }
+    let layer_sum: u64 = r.layers.iter().map(|l| u64::from(l.instructions)).sum();
+    println!(
+        "{:<7} {:>15} {:>14} {:>10.3}",
+        "total",
+        grouped(r.instructions_per_inference),
+        grouped(r.macs as u64),
+        r.instructions_per_mac
+    );
+    if layer_sum != r.instructions_per_inference {
+        println!(
+            "        (layers sum to {}; the rest is outside the layers)",
+            grouped(layer_sum)
+        );
+    }
+    println!();
+    let f = &r.footprint;
+    println!(
+        "flash:       {:>10} bytes ({:>8.1} KiB)",
+        grouped(f.flash_bytes),
+        kib(f.flash_bytes)
+    );
+    if let Some(m) = r.model_bytes {
+        println!(
+            "  of which model {}: {} bytes ({:.1} KiB, {:.1}%)",
+            model.display(),
+            grouped(m),
+            kib(m),
+            100.0 * m as f64 / f.flash_bytes.max(1) as f64
+        );
+    }
+    println!(
+        "static RAM:  {:>10} bytes ({:>8.1} KiB)  (.data + .bss + .uninit)",
+        grouped(f.static_ram_bytes),
+        kib(f.static_ram_bytes)
+    );
+    match (r.stack_high_water_bytes, r.peak_ram_bytes) {
+        (Some(s), Some(p)) => {
+            println!(
+                "stack high-water: {:>5} bytes ({:>8.1} KiB)  (from the defmt log)",
+                grouped(s as u64),
+                kib(s as u64)
+            );
+            println!(
+                "peak RAM:    {:>10} bytes ({:>8.1} KiB)  (static + stack high-water)",
+                grouped(p),
+                kib(p)
+            );
+        }
+        _ => println!("stack high-water: not found in the board's defmt log"),
+    }
+    println!(
+        "sections:    {}",
+        f.sections
+            .iter()
+            .map(|(n, s)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
