@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: synthetic images and small
 //! networks, so that `cargo test` needs no data set.
 
-use facemark_core::network::INPUT_LEN;
+use facemark_core::network::{INPUT_LEN, OUTPUTS};
 use rand::{Rng, SeedableRng};
 
 /// A synthetic face: the host's one generator (`facemark::data::synthetic`).
@@ -25,4 +25,32 @@ pub fn test_images(seed: u64) -> Vec<(String, Vec<u8>)> {
         ("all-0".into(), vec![0; INPUT_LEN]),
         ("all-255".into(), vec![255; INPUT_LEN]),
     ]
+}
+
+/// Bound on |burn - tract| for any float output of the same weights.
+pub const FLOAT_PARITY_BOUND: f32 = 1e-4;
+
+/// Asserts burn's outputs (`burn[i]`, image `images[i]`) equal tract's
+/// (`tract`, batch-major, [`OUTPUTS`] per image) within [`FLOAT_PARITY_BOUND`];
+/// returns the largest difference. `what` names the case in a failure.
+pub fn assert_float_parity(
+    what: &str,
+    images: &[(String, Vec<u8>)],
+    burn: &[[f32; OUTPUTS]],
+    tract: &[f32],
+) -> f32 {
+    let mut worst = 0f32;
+    for (i, (name, _)) in images.iter().enumerate() {
+        for c in 0..OUTPUTS {
+            let d = (burn[i][c] - tract[i * OUTPUTS + c]).abs();
+            worst = worst.max(d);
+            assert!(
+                d <= FLOAT_PARITY_BOUND,
+                "{what} image {name} output {c}: burn {} tract {}",
+                burn[i][c],
+                tract[i * OUTPUTS + c]
+            );
+        }
+    }
+    worst
 }

@@ -5,7 +5,7 @@ use facemark::float::net::{Backend, Net};
 use facemark::float::weights::FloatWeights;
 use facemark::quant::onnx::float_model;
 use facemark::quant::reference::{TractModel, f32s};
-use facemark_tests::test_images;
+use facemark_tests::{assert_float_parity, test_images};
 
 #[test]
 fn tract_runs_the_float_onnx_like_burn() {
@@ -26,18 +26,12 @@ fn tract_runs_the_float_onnx_like_burn() {
             TractModel::from_proto(&float_model(&w, refs.len(), false).unwrap(), refs.len())
                 .unwrap();
         let out = f32s(&tract.run(&refs).unwrap()[0]).unwrap();
-        for (i, (name, _)) in images.iter().enumerate() {
-            for c in 0..30 {
-                let d = (burn[i][c] - out[i * 30 + c]).abs();
-                worst = worst.max(d);
-                assert!(
-                    d <= 1e-4,
-                    "seed {seed} image {name} output {c}: burn {} tract {}",
-                    burn[i][c],
-                    out[i * 30 + c]
-                );
-            }
-        }
+        worst = worst.max(assert_float_parity(
+            &format!("seed {seed}"),
+            &images,
+            &burn,
+            &out,
+        ));
     }
     eprintln!("float ONNX in tract vs burn: max abs difference {worst:.3e} (bound 1e-4)");
 }

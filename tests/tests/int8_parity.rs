@@ -2,8 +2,9 @@
 //! every layer's int8 output must be identical, and the keypoints too.
 
 use facemark::float::weights::FloatWeights;
-use facemark::quant::calib::{RangeMethod, calibrate};
+use facemark::quant::calib::RangeMethod;
 use facemark::quant::onnx::quantized_model;
+use facemark::quant::pipeline::quantize_weights;
 use facemark::quant::quantize::QuantModel;
 use facemark::quant::reference::{TractModel, f32s, i8s};
 use facemark_core::kernels::Portable;
@@ -26,12 +27,15 @@ fn hwc_to_nchw(layer: usize, v: &[i8]) -> Vec<i8> {
     out
 }
 
-fn quantized_random_net(seed: u64) -> QuantModel {
-    let w = FloatWeights::random(seed, 0.05);
+/// `w` quantized with min/max ranges over 8 synthetic faces of `seed`.
+fn quantized_on_faces(w: &FloatWeights, seed: u64) -> QuantModel {
     let calib: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(seed * 100 + i)).collect();
     let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
-    let act_max = calibrate(&w, &refs, RangeMethod::MinMax, false).unwrap();
-    QuantModel::new(&w, &act_max).unwrap()
+    quantize_weights(w, &refs, RangeMethod::MinMax, false).unwrap()
+}
+
+fn quantized_random_net(seed: u64) -> QuantModel {
+    quantized_on_faces(&FloatWeights::random(seed, 0.05), seed)
 }
 
 /// As [`quantized_random_net`], with both dense layers' weights in int4
@@ -65,12 +69,7 @@ fn pytorchs_seed_network_matches_tract_bit_for_bit() {
     // card has it. On the drawn faces none do.)
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/seed-pytorch.onnx");
     let w = facemark::float::onnx_in::load(&path).unwrap();
-    compare_with_tract(&[1, 2], |seed| {
-        let calib: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(seed * 100 + i)).collect();
-        let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
-        let act_max = calibrate(&w, &refs, RangeMethod::MinMax, false).unwrap();
-        QuantModel::new(&w, &act_max).unwrap()
-    });
+    compare_with_tract(&[1, 2], |seed| quantized_on_faces(&w, seed));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use facemark::float::onnx_in;
 use facemark::float::weights::FloatWeights;
 use facemark::quant::onnx::{float_model, to_bytes};
 use facemark::quant::reference::{TractModel, f32s};
-use facemark_tests::test_images;
+use facemark_tests::{assert_float_parity, test_images};
 use std::path::PathBuf;
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto};
 
@@ -70,19 +70,7 @@ fn pytorchs_seed_network_runs_in_burn_as_in_tract() {
     // tract runs PyTorch's own file, not our re-export of it.
     let tract = TractModel::from_path(&fixture(), refs.len()).unwrap();
     let out = f32s(&tract.run(&refs).unwrap()[0]).unwrap();
-    let mut worst = 0f32;
-    for (i, (name, _)) in images.iter().enumerate() {
-        for c in 0..30 {
-            let d = (burn[i][c] - out[i * 30 + c]).abs();
-            worst = worst.max(d);
-            assert!(
-                d <= 1e-4,
-                "image {name} output {c}: burn {} tract {}",
-                burn[i][c],
-                out[i * 30 + c]
-            );
-        }
-    }
+    let worst = assert_float_parity("PyTorch's ONNX", &images, &burn, &out);
     // A trained network, not a constant: the faces get different answers.
     let spread = (0..30)
         .map(|c| (burn[0][c] - burn[1][c]).abs())

@@ -11,8 +11,8 @@ mod qemu_common;
 use std::time::Duration;
 
 use facemark::board::qemu::{Machine, Qemu, QemuOptions, build_board};
-use facemark::quant::calib::{RangeMethod, calibrate};
-use facemark::quant::quantize::QuantModel;
+use facemark::quant::calib::RangeMethod;
+use facemark::quant::pipeline::quantize_weights;
 use facemark_core::network::{ARENA_LEN, INPUT_LEN};
 use facemark_tests::synthetic_face;
 
@@ -25,8 +25,9 @@ fn pytorchs_seed_network_runs_on_the_emulated_board_as_on_the_host() {
     let w = facemark::float::onnx_in::load(&onnx).expect("read PyTorch's ONNX");
     let faces: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(900 + i)).collect();
     let refs: Vec<&[u8]> = faces.iter().map(|f| f.as_slice()).collect();
-    let act_max = calibrate(&w, &refs, RangeMethod::MinMax, false).unwrap();
-    let file = QuantModel::new(&w, &act_max).unwrap().to_fmq();
+    let file = quantize_weights(&w, &refs, RangeMethod::MinMax, false)
+        .unwrap()
+        .to_fmq();
     let model = facemark_core::Model::parse(&file).expect("the board accepts it");
 
     let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));

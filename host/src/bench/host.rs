@@ -43,7 +43,7 @@ pub(crate) struct OrtResult {
     pub version: String,
 }
 
-pub(crate) fn default_ort_script() -> PathBuf {
+fn default_ort_script() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../scripts/bench_onnxruntime.py"

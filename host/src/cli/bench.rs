@@ -11,6 +11,21 @@ pub struct BenchArgs {
     pub what: BenchCommand,
 }
 
+/// The model files `bench host` and `bench pi` compare: one model as
+/// `.fmq`, float ONNX and int8 ONNX.
+#[derive(clap::Args, Debug)]
+pub struct ModelFiles {
+    /// The int8 model file (facemark's engine; facemark-pi's --model).
+    #[arg(long, default_value = "models/facemark.fmq")]
+    pub model: PathBuf,
+    /// The float ONNX of the same model.
+    #[arg(long, default_value = "models/facemark.onnx")]
+    pub float_onnx: PathBuf,
+    /// The int8 ONNX of the same model.
+    #[arg(long, default_value = "models/facemark-int8.onnx")]
+    pub int8_onnx: PathBuf,
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
     /// Training speed: burn flex and ndarray against PyTorch CPU.

@@ -1,7 +1,7 @@
 //! `facemark bench host`: its flags, the run, the report (the measuring
 //! pieces are `bench::host`'s).
 
-use crate::bench::host::*;
+use crate::bench::host::{OrtPeer, RemoveOnDrop, engine_throughput, images, time, time_ort};
 use crate::eval::int8::Int8Model;
 use crate::quant::reference::{TractModel, f32s};
 use anyhow::{Result, ensure};
@@ -12,15 +12,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchHostArgs {
-    /// The int8 model file.
-    #[arg(long, default_value = "models/facemark.fmq")]
-    pub model: PathBuf,
-    /// The float ONNX of the same model.
-    #[arg(long, default_value = "models/facemark.onnx")]
-    pub float_onnx: PathBuf,
-    /// The int8 ONNX of the same model.
-    #[arg(long, default_value = "models/facemark-int8.onnx")]
-    pub int8_onnx: PathBuf,
+    #[command(flatten)]
+    pub files: crate::cli::bench::ModelFiles,
     /// Images per round (synthetic noise and gradients; the timing does not depend on content).
     #[arg(long, default_value_t = 16)]
     pub images: usize,
@@ -44,10 +37,10 @@ pub fn run(a: &BenchHostArgs) -> Result<()> {
         "need at least one image and one round"
     );
     crate::bench::warn_if_loaded();
-    let int8 = Int8Model::load(&a.model)?;
+    let int8 = Int8Model::load(&a.files.model)?;
     let model: Model<'_> = int8.model();
-    let float = TractModel::from_path(&a.float_onnx, 1)?;
-    let qonnx = TractModel::from_path(&a.int8_onnx, 1)?;
+    let float = TractModel::from_path(&a.files.float_onnx, 1)?;
+    let qonnx = TractModel::from_path(&a.files.int8_onnx, 1)?;
     let ims = images(a.images);
     let tiers: Vec<Tier> = Tier::ALL.into_iter().filter(|t| t.available()).collect();
     let mut arena = Box::new([0i8; ARENA_LEN]);
@@ -110,11 +103,11 @@ pub fn run(a: &BenchHostArgs) -> Result<()> {
         rounds: a.rounds,
     };
     if !a.skip_ort {
-        match time_ort(&ort, &a.float_onnx, &image_file, 1, false) {
+        match time_ort(&ort, &a.files.float_onnx, &image_file, 1, false) {
             Ok(r) => {
                 rows.push((format!("onnxruntime {} float ONNX", r.version), r.seconds));
                 ort_f32 = Some(r.seconds);
-                match time_ort(&ort, &a.int8_onnx, &image_file, 1, false) {
+                match time_ort(&ort, &a.files.int8_onnx, &image_file, 1, false) {
                     Ok(q) => {
                         let first = infer_on(
                             detected(),
@@ -188,7 +181,7 @@ pub fn run(a: &BenchHostArgs) -> Result<()> {
         detected().name()
     );
     if ort_f32.is_some() {
-        for (what, path) in [("float", &a.float_onnx), ("int8", &a.int8_onnx)] {
+        for (what, path) in [("float", &a.files.float_onnx), ("int8", &a.files.int8_onnx)] {
             match time_ort(&ort, path, &image_file, cores, true) {
                 Ok(r) => println!(
                     "  onnxruntime {what} ONNX, {cores} intra-op threads: {:.0} images/s ({:.2}x ours)",

@@ -1,26 +1,18 @@
 //! `facemark bench pi`: its flags, the run, the report (the measuring
 //! pieces are `bench::pi`'s).
 
-use crate::bench::pi::*;
+use crate::bench::pi::{TARGET, count, detected_tier, image};
 use crate::board::encode_frame;
 use crate::board::qemu::{build_in_firmware, firmware_dir};
 use anyhow::{Context, Result, bail, ensure};
 use facemark_core::network::MACS;
 use facemark_core::protocol::Request;
-use std::path::PathBuf;
 use std::process::Command;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchPiArgs {
-    /// The int8 model file (given to facemark-pi with --model).
-    #[arg(long, default_value = "models/facemark.fmq")]
-    pub model: PathBuf,
-    /// The float ONNX of the same model.
-    #[arg(long, default_value = "models/facemark.onnx")]
-    pub float_onnx: PathBuf,
-    /// The int8 ONNX of the same model.
-    #[arg(long, default_value = "models/facemark-int8.onnx")]
-    pub int8_onnx: PathBuf,
+    #[command(flatten)]
+    pub files: crate::cli::bench::ModelFiles,
     /// Inferences counted (beyond the first, which is subtracted).
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
@@ -34,7 +26,7 @@ pub struct BenchPiArgs {
 
 pub fn run(a: &BenchPiArgs) -> Result<()> {
     ensure!(a.runs > 0, "--runs must be at least 1");
-    for p in [&a.model, &a.float_onnx, &a.int8_onnx] {
+    for p in [&a.files.model, &a.files.float_onnx, &a.files.int8_onnx] {
         ensure!(p.is_file(), "{} not found", p.display());
     }
     eprintln!("building facemark-pi and facemark-tract-peer for {TARGET} ...");
@@ -90,7 +82,7 @@ pub fn run(a: &BenchPiArgs) -> Result<()> {
 
     let model_arg = [
         std::ffi::OsStr::new("--model"),
-        a.model.as_os_str(),
+        a.files.model.as_os_str(),
         "--quiet".as_ref(),
     ];
     let runs_1 = std::ffi::OsString::from("1");
@@ -110,7 +102,7 @@ pub fn run(a: &BenchPiArgs) -> Result<()> {
             count(&plugin, cpu, &pi, &model_arg, Some(&many), &work)?,
         );
         let mut tract_rows = Vec::new();
-        for (what, onnx) in [("float", &a.float_onnx), ("int8", &a.int8_onnx)] {
+        for (what, onnx) in [("float", &a.files.float_onnx), ("int8", &a.files.int8_onnx)] {
             let args1 = [onnx.as_os_str(), image_file.as_os_str(), runs_1.as_os_str()];
             let argsn = [onnx.as_os_str(), image_file.as_os_str(), runs_n.as_os_str()];
             let c = per(

@@ -180,7 +180,7 @@ impl<'a> Walk<'a> {
             self.current
         );
         ensure!(
-            node.output.len() == 1 || node.op_type == "Dropout",
+            node.output.len() == 1,
             "{}: {} outputs, expected 1",
             at(index, node),
             node.output.len()
