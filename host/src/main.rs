@@ -1,8 +1,7 @@
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match facemark::cli::run(facemark::cli::Cli::parse()) {
+    match facemark::cli::main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole cause chain on one line, without a backtrace: what

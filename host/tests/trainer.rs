@@ -1,6 +1,8 @@
 //! Trainer tests on small synthetic data (seconds, no data files needed).
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use facemark::data::augment::{AugmentConfig, flip_keypoints, flip_sample};
@@ -8,8 +10,8 @@ use facemark::data::{Dataset, ErrorKind, LoadOptions, Sample, header_line, write
 use facemark::eval::{ErrorSums, Predictor, evaluate};
 use facemark::float::net::{Backend, Net, load_float_weights};
 use facemark::train::{
-    HostBatch, Schedule, TrainConfig, TrainOptions, epoch_rng, masked_mse, optimizer, train,
-    train_step,
+    HostBatch, Schedule, TrainConfig, TrainEvent, TrainOptions, epoch_rng, masked_mse, optimizer,
+    train, train_step,
 };
 use facemark_core::network::{FLIP_PAIRS, INPUT_LEN, INPUT_SIDE, LAYERS, OUTPUTS, pixel_to_unit};
 use rand::{Rng, SeedableRng};
@@ -113,6 +115,11 @@ fn bad_row(edit: impl Fn(&mut Vec<String>)) -> facemark::data::DataError {
     assert_eq!(ds.len(), 3);
     assert_eq!(ds.skipped, 1);
     assert_eq!(ds.skip_messages.len(), 1);
+    let report = ds.skip_report("training data").unwrap();
+    assert!(
+        report.starts_with("training data: skipped 1 malformed rows in bad.csv\n  bad.csv:3"),
+        "{report}"
+    );
     assert_eq!(ds.samples[1], s[2]);
     err
 }
@@ -499,24 +506,54 @@ fn resume_reproduces_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
     let b = dir.path().join("b");
-    let full = train(&cfg, &train_set, &val_set, &a, &TrainOptions::default()).unwrap();
+    let full = train(
+        &cfg,
+        &train_set,
+        &val_set,
+        &a,
+        &TrainOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(!full.interrupted);
     assert_eq!(full.state.epochs_done, 3);
+    // Stopped as Ctrl-C stops it: in the middle of epoch 2, which is dropped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut epoch_now, mut interrupted_at) = (0, None);
     let part = train(
         &cfg,
         &train_set,
         &val_set,
         &b,
         &TrainOptions {
-            stop_after_epochs: Some(1),
+            stop: Some(stop.clone()),
             ..Default::default()
+        },
+        &mut |e| match e {
+            TrainEvent::EpochStart { epoch, .. } => epoch_now = epoch,
+            TrainEvent::Batch { .. } if epoch_now == 2 => stop.store(true, Ordering::SeqCst),
+            TrainEvent::Interrupted { epoch, epochs_done } => {
+                interrupted_at = Some((epoch, epochs_done))
+            }
+            _ => {}
         },
     )
     .unwrap();
     assert!(part.interrupted);
+    assert_eq!(interrupted_at, Some((2, 1)));
     assert_eq!(part.state.epochs_done, 1);
     // A fresh start in a used directory is refused.
-    assert!(train(&cfg, &train_set, &val_set, &b, &TrainOptions::default()).is_err());
+    assert!(
+        train(
+            &cfg,
+            &train_set,
+            &val_set,
+            &b,
+            &TrainOptions::default(),
+            &mut |_| {}
+        )
+        .is_err()
+    );
     // A different recipe is refused on resume.
     let other = TrainConfig {
         lr: 2e-3,
@@ -531,10 +568,13 @@ fn resume_reproduces_an_uninterrupted_run() {
             &TrainOptions {
                 resume: true,
                 ..Default::default()
-            }
+            },
+            &mut |_| {},
         )
         .is_err()
     );
+    // The resumed run says where it starts and reports each epoch it runs.
+    let mut events = Vec::new();
     let rest = train(
         &cfg,
         &train_set,
@@ -544,8 +584,18 @@ fn resume_reproduces_an_uninterrupted_run() {
             resume: true,
             ..Default::default()
         },
+        &mut |e| match e {
+            TrainEvent::Resumed { after_epoch, .. } => {
+                events.push(format!("resumed {after_epoch}"))
+            }
+            TrainEvent::EpochDone {
+                metrics, epochs, ..
+            } => events.push(format!("done {}/{epochs}", metrics.epoch)),
+            _ => {}
+        },
     )
     .unwrap();
+    assert_eq!(events, ["resumed 1", "done 2/3", "done 3/3"]);
     assert_eq!(rest.state.epochs_done, 3);
     assert_eq!(rest.net.to_float_weights(), full.net.to_float_weights());
     let strip = |h: &[facemark::train::EpochMetrics]| {
@@ -606,11 +656,11 @@ fn evaluate_measures_known_errors() {
         source: "mem".into(),
         ..Default::default()
     };
-    let m = evaluate(&Truth(truth.clone(), 0.0), &ds, false).unwrap();
+    let m = evaluate(&Truth(truth.clone(), 0.0), &ds, &facemark::progress::Silent).unwrap();
     assert_eq!(m.mse, 0.0);
     assert_eq!(m.coordinates, 5 * OUTPUTS - 1);
     assert_eq!(m.per_keypoint[0].count, 9);
-    let m = evaluate(&Truth(truth, 0.1), &ds, false).unwrap();
+    let m = evaluate(&Truth(truth, 0.1), &ds, &facemark::progress::Silent).unwrap();
     assert!((m.mse - 0.01).abs() < 1e-6);
     assert!((m.score - 50.0).abs() < 1e-2);
     assert!((m.rmse_px - 4.8).abs() < 1e-3);
@@ -643,4 +693,42 @@ fn schedules_have_the_documented_shape() {
         ..c
     };
     assert_eq!(c.lr_at(77, 100), 1e-3);
+}
+
+/// Records the notes a library function gives (it never prints them).
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl facemark::progress::Progress for Notes {
+    fn note(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+}
+
+#[test]
+fn skipped_rows_are_reported_through_progress_even_when_split() {
+    let text = csv_of(&synthetic(6, 21));
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[4] = "not,a,row";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let mut cfg = TrainConfig {
+        train: path.display().to_string(),
+        ..Default::default()
+    };
+    // Without --skip-bad-rows the row is an error naming its line.
+    let e = facemark::train::load_data(&cfg, &facemark::progress::Silent).unwrap_err();
+    assert!(format!("{e:#}").contains("t.csv:5"), "{e:#}");
+    cfg.skip_bad_rows = true;
+    let notes = Notes::default();
+    let (train, val) = facemark::train::load_data(&cfg, &notes).unwrap();
+    assert_eq!(train.len() + val.len(), 5);
+    let notes = notes.0.into_inner().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("training data: skipped 1 malformed rows in ")
+            && notes[0].contains("t.csv:5"),
+        "{notes:?}"
+    );
 }

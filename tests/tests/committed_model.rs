@@ -103,11 +103,11 @@ fn int8_keeps_98_percent_of_the_float_score() {
     }
     let data = Dataset::load(&val, LoadOptions::default()).unwrap();
     let float = TractFloat(TractModel::from_path(&models().join("facemark.onnx"), 1).unwrap());
-    let f = evaluate(&float, &data, false).unwrap();
+    let f = evaluate(&float, &data, &facemark::progress::Silent).unwrap();
     // The int8 model, and the one with dense layer 1 in int4 (issue 11).
     for file in ["facemark.fmq", "facemark-int4.fmq"] {
         let int8 = Int8Predictor::load(&models().join(file)).unwrap();
-        let q = evaluate(&int8, &data, false).unwrap();
+        let q = evaluate(&int8, &data, &facemark::progress::Silent).unwrap();
         keeps_98_percent(file, &f, &q, data.len());
     }
 }

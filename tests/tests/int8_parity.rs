@@ -27,11 +27,16 @@ fn hwc_to_nchw(layer: usize, v: &[i8]) -> Vec<i8> {
     out
 }
 
-/// `w` quantized with min/max ranges over 8 synthetic faces of `seed`.
+/// The 8 synthetic calibration faces of `seed`.
+fn calibration_faces(seed: u64) -> Vec<Vec<u8>> {
+    (0..8).map(|i| synthetic_face(seed * 100 + i)).collect()
+}
+
+/// `w` quantized with min/max ranges over [`calibration_faces`] of `seed`.
 fn quantized_on_faces(w: &FloatWeights, seed: u64) -> QuantModel {
-    let calib: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(seed * 100 + i)).collect();
+    let calib = calibration_faces(seed);
     let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
-    quantize_weights(w, &refs, RangeMethod::MinMax, false).unwrap()
+    quantize_weights(w, &refs, RangeMethod::MinMax, &facemark::progress::Silent).unwrap()
 }
 
 fn quantized_random_net(seed: u64) -> QuantModel {
@@ -42,7 +47,7 @@ fn quantized_random_net(seed: u64) -> QuantModel {
 /// (clipped scales, nearest rounding: GPTQ has its own tests).
 fn quantized_random_net_int4(seed: u64) -> QuantModel {
     let w = FloatWeights::random(seed, 0.05);
-    let calib: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(seed * 100 + i)).collect();
+    let calib = calibration_faces(seed);
     let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
     facemark::quant::pipeline::with_int4_layers(
         &w,
@@ -50,7 +55,7 @@ fn quantized_random_net_int4(seed: u64) -> QuantModel {
         RangeMethod::MinMax,
         &[4, 5],
         facemark::quant::int4::Int4Method::Mse,
-        false,
+        &facemark::progress::Silent,
     )
     .unwrap()
 }

@@ -25,7 +25,7 @@ fn pytorchs_seed_network_runs_on_the_emulated_board_as_on_the_host() {
     let w = facemark::float::onnx_in::load(&onnx).expect("read PyTorch's ONNX");
     let faces: Vec<Vec<u8>> = (0..8).map(|i| synthetic_face(900 + i)).collect();
     let refs: Vec<&[u8]> = faces.iter().map(|f| f.as_slice()).collect();
-    let file = quantize_weights(&w, &refs, RangeMethod::MinMax, false)
+    let file = quantize_weights(&w, &refs, RangeMethod::MinMax, &facemark::progress::Silent)
         .unwrap()
         .to_fmq();
     let model = facemark_core::Model::parse(&file).expect("the board accepts it");

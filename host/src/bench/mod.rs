@@ -143,18 +143,15 @@ pub fn time_torch(
         .ok_or_else(|| format!("no seconds_per_batch in '{line}'"))
 }
 
-/// Says so on stderr when the machine is busy: timings, PyTorch's and
+/// A warning when the machine is busy: timings, PyTorch's and
 /// onnxruntime's threads above all, are then not what an idle machine gives.
-pub fn warn_if_loaded() {
+pub fn load_warning() -> Option<String> {
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if let Some(load) = load
-        && load > 0.5 * cores as f64
-    {
-        eprintln!(
-            "warning: load average {load:.2} on {cores} cores: this machine is busy, and the figures will not be an idle machine's"
-        );
-    }
+    let load = load.filter(|&l| l > 0.5 * cores as f64)?;
+    Some(format!(
+        "warning: load average {load:.2} on {cores} cores: this machine is busy, and the figures will not be an idle machine's"
+    ))
 }

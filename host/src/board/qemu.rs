@@ -135,7 +135,11 @@ pub fn default_elf() -> PathBuf {
 /// with `cargo build --release` when `build` is true (cargo rebuilds only
 /// what changed, the embedded model included). Without cargo, an existing
 /// ELF is used as it is.
-pub fn board_elf(machine: Machine, build: bool) -> anyhow::Result<PathBuf> {
+pub fn board_elf(
+    machine: Machine,
+    build: bool,
+    progress: &dyn crate::progress::Progress,
+) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("FACEMARK_FIRMWARE_ELF") {
         let p = PathBuf::from(p);
         if !p.is_file() {
@@ -148,10 +152,10 @@ pub fn board_elf(machine: Machine, build: bool) -> anyhow::Result<PathBuf> {
         match build_board(machine, &["build", "--release"], None) {
             Ok(()) => {}
             Err(e) if elf.is_file() => {
-                eprintln!(
+                progress.note(&format!(
                     "warning: could not rebuild the firmware ({e:#}); using {}",
                     elf.display()
-                );
+                ));
             }
             Err(e) => return Err(e),
         }

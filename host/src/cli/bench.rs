@@ -1,6 +1,6 @@
 //! `facemark bench`: the command enum, and `bench train`'s flags and table.
 
-use crate::bench::{Timing, TorchPeer, time_burn, time_torch, warn_if_loaded};
+use crate::bench::{Timing, TorchPeer, load_warning, time_burn, time_torch};
 use crate::float::net::Backend;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -84,7 +84,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 fn run_train(a: &BenchTrainArgs) -> Result<()> {
     // PyTorch's OpenMP threads collapse under any background load.
-    warn_if_loaded();
+    if let Some(w) = load_warning() {
+        eprintln!("{w}");
+    }
     let mut rows = Vec::new();
     let flex =
         time_burn(Backend::Flex, a.batches, a.warmup, a.batch).context("timing burn flex")?;

@@ -55,7 +55,7 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
         .context("--timeout must be a positive number of seconds")?;
     let elf = match &a.elf {
         Some(e) => e.clone(),
-        None => board_elf(a.machine, true)?,
+        None => board_elf(a.machine, true, &crate::cli::progress::Bars::new(false))?,
     };
     if !a.json {
         eprintln!("booting {} (qemu -icount shift=0) ...", elf.display());

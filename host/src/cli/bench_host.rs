@@ -36,7 +36,9 @@ pub fn run(a: &BenchHostArgs) -> Result<()> {
         a.images > 0 && a.rounds > 0,
         "need at least one image and one round"
     );
-    crate::bench::warn_if_loaded();
+    if let Some(w) = crate::bench::load_warning() {
+        eprintln!("{w}");
+    }
     let int8 = Int8Model::load(&a.files.model)?;
     let model: Model<'_> = int8.model();
     let float = TractModel::from_path(&a.files.float_onnx, 1)?;

@@ -73,7 +73,7 @@ impl Session {
         } else {
             let elf = match &c.elf {
                 Some(e) => e.clone(),
-                None => qemu::board_elf(c.machine, true)?,
+                None => qemu::board_elf(c.machine, true, &crate::cli::progress::Bars::new(false))?,
             };
             let opts = qemu::QemuOptions {
                 machine: c.machine,

@@ -96,7 +96,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
                 "firmware: cargo build --release in {} ...",
                 a.machine.crate_dir().display()
             );
-            board_elf(a.machine, true)?
+            board_elf(a.machine, true, &crate::cli::progress::Bars::new(false))?
         }
     };
     println!(

@@ -1,5 +1,6 @@
 //! `facemark eval`: a model's accuracy on a data set, as a table or JSON.
 
+use crate::cli::progress::Bars;
 use crate::data::LoadOptions;
 use crate::eval::{compare_table, evaluate, format_table, predictor_for_path};
 use crate::float::net::Backend;
@@ -31,20 +32,22 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let data = crate::data::load_reporting(
+    let bars = Bars::new(!args.json);
+    let data = crate::cli::load_data_file(
         &args.data,
         LoadOptions {
             skip_bad_rows: args.skip_bad_rows,
         },
         "data",
+        &bars,
     )?;
     let pred = predictor_for_path(&args.model, args.backend)?;
-    let m = evaluate(pred.as_ref(), &data, !args.json)?;
+    let m = evaluate(pred.as_ref(), &data, &bars)?;
     let base = match &args.compare {
         Some(p) => Some(evaluate(
             predictor_for_path(p, args.backend)?.as_ref(),
             &data,
-            !args.json,
+            &bars,
         )?),
         None => None,
     };

@@ -8,10 +8,11 @@ mod bench_pi;
 mod board;
 mod demo;
 mod eval;
+mod progress;
 mod quantize;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Facemark: facial keypoints on a microcontroller.
 #[derive(Parser)]
@@ -39,10 +40,39 @@ pub enum Command {
     Demo(demo::DemoArgs),
 }
 
-/// Runs one command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Loads a data file that must hold a usable row, and says which rows
+/// `--skip-bad-rows` left out.
+fn load_data_file(
+    path: &std::path::Path,
+    options: crate::data::LoadOptions,
+    what: &str,
+    progress: &dyn crate::progress::Progress,
+) -> anyhow::Result<crate::data::Dataset> {
+    let ds = crate::data::load_checked(path, options, what)?;
+    if let Some(r) = ds.skip_report(what) {
+        progress.note(&r);
+    }
+    Ok(ds)
+}
+
+/// Parses the process's arguments (printing help or a usage error and
+/// exiting, as clap does) and runs the command.
+pub fn main() -> anyhow::Result<()> {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    run(cli, &matches)
+}
+
+/// Runs one command; `matches` are the arguments `cli` was parsed from
+/// (`train` asks which flags were given).
+pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(a) => train::run(&a),
+        Command::Train(a) => {
+            let m = matches
+                .subcommand_matches("train")
+                .ok_or_else(|| anyhow::anyhow!("no matches for the train command"))?;
+            train::run(&a, m)
+        }
         Command::Eval(a) => eval::run(&a),
         Command::Export(a) => quantize::run_export(&a),
         Command::Quantize(a) => quantize::run_quantize(&a),

@@ -2,7 +2,8 @@
 //! run directory or ONNX) to the files the rest of the pipeline uses (float
 //! ONNX, int8 ONNX, `.fmq`).
 
-use crate::data::{LoadOptions, load_reporting};
+use crate::cli::progress::Bars;
+use crate::data::LoadOptions;
 use crate::quant::calib::RangeMethod;
 use crate::quant::int4::Int4Method;
 use crate::quant::pipeline::{quantize_weights, with_int4_layers};
@@ -78,7 +79,9 @@ pub fn run_export(a: &ExportArgs) -> Result<()> {
 
 pub fn run_quantize(a: &QuantizeArgs) -> Result<()> {
     let w = crate::float::load_weights(&a.checkpoint)?;
-    let data = load_reporting(&a.calib, LoadOptions::default(), "calibration data")?;
+    let bars = Bars::new(true);
+    let data =
+        crate::cli::load_data_file(&a.calib, LoadOptions::default(), "calibration data", &bars)?;
     let images: Vec<&[u8]> = data
         .samples
         .iter()
@@ -92,9 +95,9 @@ pub fn run_quantize(a: &QuantizeArgs) -> Result<()> {
         a.range
     );
     let q = if a.int4.is_empty() {
-        quantize_weights(&w, &images, a.range, true)?
+        quantize_weights(&w, &images, a.range, &bars)?
     } else {
-        with_int4_layers(&w, &images, a.range, &a.int4, a.int4_method, true)?
+        with_int4_layers(&w, &images, a.range, &a.int4, a.int4_method, &bars)?
     };
     let fmq = q.to_fmq();
     write(&a.output, &fmq)?;

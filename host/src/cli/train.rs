@@ -1,129 +1,140 @@
 //! `facemark train`: the flags over a recipe, the run's progress lines.
 
-use crate::data::augment::AugmentConfig;
-use crate::float::net::Backend;
-use crate::train::{Recipe, Schedule, TrainConfig, TrainOptions, load_data, train};
+use crate::cli::progress::Bars;
+use crate::progress::Progress;
+use crate::train::{Recipe, TrainConfig, TrainEvent, TrainOptions, load_data, train};
 use anyhow::Result;
-use std::path::PathBuf;
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// A flag's help with each recipe's value, taken from the recipes
-/// themselves: the help, the run and `config.json` cannot disagree.
-fn per_recipe<T: std::fmt::Display>(what: &str, value: impl Fn(&TrainConfig) -> T) -> String {
-    format!(
-        "{what} [committed: {}; seed: {}]",
-        value(&Recipe::Committed.config()),
-        value(&Recipe::Seed.config())
-    )
-}
-
-/// `facemark train`. Every recipe value is optional here: a flag given
-/// overrides the one `--recipe` sets (`facemark train --train T --val V
-/// --out runs/x` trains the committed model's recipe).
+/// `facemark train`: the recipe's flags ([`TrainConfig`], also what
+/// `config.json` holds) and how to run. A recipe flag given overrides the
+/// value `--recipe` sets (`facemark train --train T --val V --out runs/x`
+/// trains the committed model's recipe).
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Training data: Kaggle CSV (.csv, .csv.gz or .zip).
-    #[arg(long)]
-    pub train: PathBuf,
-    /// Validation data file (default: a seeded split of --train, see --val-split).
-    #[arg(long)]
-    pub val: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: TrainConfig,
     /// Run directory (config, metrics, checkpoints, plot).
     #[arg(long)]
     pub out: PathBuf,
     /// Continue the run in --out from its last finished epoch (same recipe flags; --epochs may grow).
     #[arg(long)]
     pub resume: bool,
-    /// The recipe the flags below start from: `committed` (the committed
+    /// The recipe the flags start from: `committed` (the committed
     /// model's) or `seed` (the seed report's).
     #[arg(long, value_enum, default_value_t = Recipe::Committed)]
     pub recipe: Recipe,
-    #[arg(long, help = per_recipe("Fraction of --train held out for validation when --val is not given", |c| c.val_split))]
-    pub val_split: Option<f64>,
-    #[arg(long, value_enum, help = per_recipe("burn backend", |c| c.backend.name()))]
-    pub backend: Option<Backend>,
-    #[arg(long, help = per_recipe("Epochs", |c| c.epochs))]
-    pub epochs: Option<usize>,
-    #[arg(long, help = per_recipe("Batch size", |c| c.batch))]
-    pub batch: Option<usize>,
-    #[arg(long, help = per_recipe("(Peak) learning rate", |c| c.lr))]
-    pub lr: Option<f64>,
-    #[arg(long, help = per_recipe("L2 weight decay (added to the gradient, as PyTorch's Adam does)", |c| c.weight_decay))]
-    pub weight_decay: Option<f64>,
-    #[arg(long, help = per_recipe("Adam epsilon", |c| c.adam_eps))]
-    pub adam_eps: Option<f64>,
-    #[arg(long, value_enum, help = per_recipe("Learning-rate schedule", |c| format!("{:?}", c.schedule).to_lowercase()))]
-    pub schedule: Option<Schedule>,
-    #[arg(long, help = per_recipe("One-cycle warm-up fraction", |c| c.warmup))]
-    pub warmup: Option<f64>,
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", help = per_recipe("Random horizontal flips (left/right keypoints swapped): `--flip`, or `--flip false`", |c| c.augment.flip))]
-    pub flip: Option<bool>,
-    #[arg(long, help = per_recipe("Random shifts up to this many pixels (0 = off)", |c| c.augment.shift))]
-    pub shift: Option<f32>,
-    #[arg(long, help = per_recipe("Random rotations up to this many degrees (0 = off)", |c| c.augment.rotate))]
-    pub rotate: Option<f32>,
-    #[arg(long, help = per_recipe("Random scaling by up to this fraction, e.g. 0.05 (0 = off)", |c| c.augment.scale))]
-    pub scale: Option<f32>,
-    #[arg(long, help = per_recipe("Random brightness change up to this fraction of full scale (0 = off)", |c| c.augment.brightness))]
-    pub brightness: Option<f32>,
-    #[arg(long, help = per_recipe("Random contrast change up to this fraction, e.g. 0.2 (0 = off)", |c| c.augment.contrast))]
-    pub contrast: Option<f32>,
-    #[arg(long, help = per_recipe("Stop after this many epochs without a better validation MSE", |c| c.early_stop.map_or("off".to_string(), |e| e.to_string())))]
-    pub early_stop: Option<usize>,
-    #[arg(long, help = per_recipe("Seed for initialisation, split, shuffling, augmentation and dropout", |c| c.seed))]
-    pub seed: Option<u64>,
-    /// Skip malformed rows (and report how many) instead of failing.
-    #[arg(long)]
-    pub skip_bad_rows: bool,
-    /// Use only the first N training samples (quick trials).
-    #[arg(long)]
-    pub limit: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
 }
 
 impl TrainArgs {
-    /// The recipe's config with the flags given laid over it.
-    pub fn config(&self) -> TrainConfig {
-        let base = self.recipe.config();
-        let a = base.augment;
-        TrainConfig {
-            train: crate::data::path_string(&crate::data::absolute(&self.train)),
-            val: self
-                .val
-                .as_ref()
-                .map(|v| crate::data::path_string(&crate::data::absolute(v))),
-            val_split: self.val_split.unwrap_or(base.val_split),
-            backend: self.backend.unwrap_or(base.backend),
-            epochs: self.epochs.unwrap_or(base.epochs),
-            batch: self.batch.unwrap_or(base.batch),
-            lr: self.lr.unwrap_or(base.lr),
-            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
-            adam_eps: self.adam_eps.unwrap_or(base.adam_eps),
-            schedule: self.schedule.unwrap_or(base.schedule),
-            warmup: self.warmup.unwrap_or(base.warmup),
-            augment: AugmentConfig {
-                flip: self.flip.unwrap_or(a.flip),
-                shift: self.shift.unwrap_or(a.shift),
-                rotate: self.rotate.unwrap_or(a.rotate),
-                scale: self.scale.unwrap_or(a.scale),
-                brightness: self.brightness.unwrap_or(a.brightness),
-                contrast: self.contrast.unwrap_or(a.contrast),
-            },
-            early_stop: self.early_stop.or(base.early_stop),
-            seed: self.seed.unwrap_or(base.seed),
-            skip_bad_rows: self.skip_bad_rows || base.skip_bad_rows,
-            limit: self.limit.or(base.limit),
+    /// The run's config: `--recipe` under the flags given on the command
+    /// line (`matches`: this subcommand's), data paths made absolute.
+    pub fn config(&self, matches: &ArgMatches) -> Result<TrainConfig> {
+        let given = |id: &str| {
+            matches
+                .try_get_raw(id)
+                .is_ok_and(|_| matches.value_source(id) == Some(ValueSource::CommandLine))
+        };
+        let mut cfg = self.config.over_recipe(self.recipe, given)?;
+        fn absolute(p: &str) -> String {
+            crate::data::path_string(&crate::data::absolute(Path::new(p)))
         }
+        cfg.train = absolute(&cfg.train);
+        cfg.val = cfg.val.as_deref().map(absolute);
+        Ok(cfg)
     }
 }
 
-pub fn run(args: &TrainArgs) -> Result<()> {
-    let cfg = args.config();
+/// Ctrl-C once stops the run between batches (the last finished epoch is
+/// saved); twice exits at once.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let presses = AtomicUsize::new(0);
+    let r = ctrlc::set_handler(move || {
+        flag.store(true, Ordering::SeqCst);
+        if presses.fetch_add(1, Ordering::SeqCst) >= 1 {
+            eprintln!("\ninterrupted again: exiting now (the last checkpoint is intact)");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: stopping after this batch; the last finished epoch is saved (continue with --resume)"
+        );
+    });
+    if let Err(e) = r {
+        eprintln!("warning: cannot install a Ctrl-C handler: {e}");
+    }
+    stop
+}
+
+/// Prints a run's events: a bar per epoch, one line per finished epoch.
+fn print_event(e: TrainEvent<'_>, bars: &Bars, run_dir: &Path) {
+    match e {
+        TrainEvent::Resumed { after_epoch: 0, .. } => println!(
+            "resuming {}: no finished epoch yet, starting from the beginning",
+            run_dir.display()
+        ),
+        TrainEvent::Resumed {
+            after_epoch,
+            best_mse,
+            best_epoch,
+        } => println!(
+            "resuming {} after epoch {after_epoch} (best val MSE {best_mse:.6} at epoch {best_epoch})",
+            run_dir.display()
+        ),
+        TrainEvent::Warning(w) => bars.note(&format!("warning: {w}")),
+        TrainEvent::EpochStart {
+            epoch,
+            epochs,
+            batches,
+        } => bars.begin(&format!("epoch {epoch}/{epochs}"), batches as u64),
+        TrainEvent::Batch { running_loss } => {
+            bars.advance(1, Some(&format!("loss {running_loss:.5}")))
+        }
+        TrainEvent::Interrupted { epoch, epochs_done } => {
+            bars.end();
+            println!(
+                "interrupted in epoch {epoch}: its progress is dropped; --resume continues after epoch {epochs_done}"
+            );
+        }
+        TrainEvent::EpochDone {
+            metrics: m,
+            epochs,
+            improved,
+        } => {
+            bars.end();
+            println!(
+                "epoch {:>3}/{epochs}  train loss {:.6}  val MSE {:.6}  score {:>7.1}  RMSE {:.3} px  lr {:.2e}  {:.1} s{}",
+                m.epoch,
+                m.train_loss,
+                m.val_mse,
+                m.val_score,
+                m.val_rmse_px,
+                m.lr,
+                m.seconds,
+                if improved { "  *best" } else { "" }
+            );
+        }
+        TrainEvent::EarlyStop {
+            epochs_without_gain,
+        } => println!("early stop: no better validation MSE for {epochs_without_gain} epochs"),
+    }
+}
+
+pub fn run(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
+    let cfg = args.config(matches)?;
     cfg.check()?;
+    let bars = Bars::new(!args.no_progress);
     let t0 = Instant::now();
-    let (train_set, val_set) = load_data(&cfg)?;
+    let (train_set, val_set) = load_data(&cfg, &bars)?;
     println!(
         "data: {} training faces ({} complete), {} validation faces, loaded in {:.1} s",
         train_set.len(),
@@ -144,12 +155,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     );
     let opts = TrainOptions {
         resume: args.resume,
-        progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        verbose: true,
-        handle_ctrl_c: true,
-        stop_after_epochs: None,
+        stop: Some(stop_on_ctrl_c()),
     };
-    let out = train(&cfg, &train_set, &val_set, &args.out, &opts)?;
+    let out = train(&cfg, &train_set, &val_set, &args.out, &opts, &mut |e| {
+        print_event(e, &bars, &args.out)
+    })?;
     let s = &out.state;
     if let Some(b) = s.history.iter().find(|m| m.epoch == s.best_epoch) {
         println!(
@@ -177,7 +187,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 mod recipe_tests {
     use super::*;
     use crate::train::{Recipe, Schedule, TrainConfig};
-    use clap::Parser;
+    use clap::{CommandFactory, FromArgMatches};
 
     #[derive(clap::Parser)]
     struct Cli {
@@ -188,7 +198,8 @@ mod recipe_tests {
     fn config(args: &[&str]) -> TrainConfig {
         let mut argv = vec!["facemark", "--train", "t.csv", "--out", "runs/x"];
         argv.extend_from_slice(args);
-        let mut c = Cli::parse_from(argv).train.config();
+        let m = Cli::command().get_matches_from(argv);
+        let mut c = Cli::from_arg_matches(&m).unwrap().train.config(&m).unwrap();
         c.train.clear();
         c
     }
@@ -208,6 +219,42 @@ mod recipe_tests {
         assert_eq!(c.epochs, 3);
         assert!(!c.augment.flip);
         assert_eq!(c.augment.shift, 2.0);
-        assert!(config(&["--recipe", "seed", "--flip"]).augment.flip);
+        let s = config(&[
+            "--recipe", "seed", "--flip", "--shift", "1.5", "--seed", "9",
+        ]);
+        assert!(s.augment.flip);
+        assert_eq!((s.augment.shift, s.seed), (1.5, 9));
+        // A flag given with the recipe's own value stays, of course.
+        assert_eq!(config(&["--recipe", "seed", "--epochs", "70"]).epochs, 70);
+        assert_eq!(config(&["--recipe", "seed"]).epochs, 15);
+    }
+
+    #[test]
+    fn every_config_field_is_a_flag_of_the_same_name() {
+        // over_recipe matches clap ids to serde names: a rename on either
+        // side would make a flag silently ignored under --recipe seed.
+        let cmd = Cli::command();
+        let ids: Vec<&str> = cmd.get_arguments().map(|a| a.get_id().as_str()).collect();
+        let v = serde_json::to_value(TrainConfig::default()).unwrap();
+        let mut keys = Vec::new();
+        for (k, x) in v.as_object().unwrap() {
+            match x.as_object() {
+                Some(inner) => keys.extend(inner.keys().cloned()),
+                None => keys.push(k.clone()),
+            }
+        }
+        assert!(keys.len() >= 20, "{keys:?}");
+        for k in &keys {
+            assert!(ids.contains(&k.as_str()), "config field {k} has no flag");
+        }
+    }
+
+    #[test]
+    fn a_nan_is_refused_with_a_message() {
+        let argv = ["facemark", "--train", "t.csv", "--out", "x", "--lr", "NaN"];
+        let m = Cli::command().get_matches_from(argv);
+        let a = Cli::from_arg_matches(&m).unwrap().train;
+        let e = a.config(&m).and_then(|c| c.check()).unwrap_err();
+        assert!(format!("{e:#}").contains("lr"), "{e:#}");
     }
 }

@@ -18,22 +18,46 @@ const SIDE: usize = INPUT_SIDE;
 const CENTER: f32 = INPUT_SIDE as f32 / 2.0;
 
 /// Augmentation settings; the default is none at all (the seed recipe).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Also `facemark train`'s augmentation flags (see `TrainConfig`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct AugmentConfig {
     /// Flip horizontally with probability 1/2 (swapping left/right keypoints).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
+        action = clap::ArgAction::Set, default_value_t = committed().flip, hide_default_value = true,
+        help = per_recipe("Random horizontal flips (left/right keypoints swapped): `--flip`, or `--flip false`", |a| a.flip))]
     pub flip: bool,
     /// Maximum shift in pixels, uniform in [-shift, shift] on each axis.
+    #[arg(long, default_value_t = committed().shift, hide_default_value = true,
+        help = per_recipe("Random shifts up to this many pixels (0 = off)", |a| a.shift))]
     pub shift: f32,
     /// Maximum rotation in degrees, uniform in [-rotate, rotate].
+    #[arg(long, default_value_t = committed().rotate, hide_default_value = true,
+        help = per_recipe("Random rotations up to this many degrees (0 = off)", |a| a.rotate))]
     pub rotate: f32,
     /// Maximum relative scale change, uniform in [1 - scale, 1 + scale].
+    #[arg(long, default_value_t = committed().scale, hide_default_value = true,
+        help = per_recipe("Random scaling by up to this fraction, e.g. 0.05 (0 = off)", |a| a.scale))]
     pub scale: f32,
     /// Maximum brightness change as a fraction of full scale, uniform in
     /// [-brightness, brightness].
+    #[arg(long, default_value_t = committed().brightness, hide_default_value = true,
+        help = per_recipe("Random brightness change up to this fraction of full scale (0 = off)", |a| a.brightness))]
     pub brightness: f32,
     /// Maximum contrast change, factor uniform in [1 - contrast, 1 + contrast]
     /// around the image mean.
+    #[arg(long, default_value_t = committed().contrast, hide_default_value = true,
+        help = per_recipe("Random contrast change up to this fraction, e.g. 0.2 (0 = off)", |a| a.contrast))]
     pub contrast: f32,
+}
+
+/// The committed recipe's augmentation (the clap defaults; see
+/// `TrainConfig::over_recipe`).
+fn committed() -> AugmentConfig {
+    crate::train::Recipe::Committed.config().augment
+}
+
+fn per_recipe<T: std::fmt::Display>(what: &str, value: impl Fn(&AugmentConfig) -> T) -> String {
+    crate::train::per_recipe(what, |c| value(&c.augment))
 }
 
 impl AugmentConfig {

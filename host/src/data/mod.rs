@@ -181,6 +181,28 @@ pub fn write_csv<W: std::io::Write>(mut w: W, samples: &[Sample]) -> std::io::Re
 }
 
 impl Dataset {
+    /// The rows `--skip-bad-rows` left out, as lines for the user (`what`
+    /// names the file's role); `None` when every row was read.
+    pub fn skip_report(&self, what: &str) -> Option<String> {
+        if self.skipped == 0 {
+            return None;
+        }
+        let mut s = format!(
+            "{what}: skipped {} malformed rows in {}",
+            self.skipped, self.source
+        );
+        for m in &self.skip_messages {
+            s += &format!("\n  {m}");
+        }
+        if self.skipped > self.skip_messages.len() {
+            s += &format!(
+                "\n  ... and {} more",
+                self.skipped - self.skip_messages.len()
+            );
+        }
+        Some(s)
+    }
+
     /// Loads a `.csv`, `.csv.gz` or `.zip` file (detected by content, not name).
     pub fn load(path: impl AsRef<Path>, options: LoadOptions) -> Result<Dataset, DataError> {
         let path = path.as_ref();
@@ -471,22 +493,10 @@ fn parse_csv<R: Read>(reader: R, file: &str, options: LoadOptions) -> Result<Dat
     Ok(ds)
 }
 
-/// Loads a file and reports skipped rows on stderr; `what` names its role.
-pub fn load_reporting(path: &Path, options: LoadOptions, what: &str) -> anyhow::Result<Dataset> {
+/// Loads a file that must hold at least one usable row; `what` names its
+/// role in the error. Skipped rows are in the dataset ([`Dataset::skip_report`]).
+pub fn load_checked(path: &Path, options: LoadOptions, what: &str) -> anyhow::Result<Dataset> {
     let ds = Dataset::load(path, options)?;
-    if ds.skipped > 0 {
-        eprintln!(
-            "{what}: skipped {} malformed rows in {}",
-            ds.skipped,
-            path.display()
-        );
-        for m in &ds.skip_messages {
-            eprintln!("  {m}");
-        }
-        if ds.skipped > ds.skip_messages.len() {
-            eprintln!("  ... and {} more", ds.skipped - ds.skip_messages.len());
-        }
-    }
     anyhow::ensure!(
         !ds.is_empty(),
         "{what}: {} holds no usable rows",

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::float::net::{Backend, Net};
+use crate::progress::Progress;
 
 /// Something that maps grey 96x96 images to 30 coordinates in [-1, 1] units
 /// (pixel / 48 - 1), Kaggle order.
@@ -46,23 +47,12 @@ impl FloatPredictor {
         }
     }
 
-    /// Loads a burnpack checkpoint (a `.bpk` file, or a run directory, whose
-    /// `best.bpk` is used).
-    pub fn from_checkpoint(path: &Path, backend: Backend) -> Result<Self> {
-        let file = crate::float::resolve_checkpoint(path)?;
-        let device = backend.device();
-        let net = Net::load_checkpoint(&file, &device)?;
-        Ok(Self::new(
-            &net,
-            device,
-            format!("float {} ({})", file.display(), backend.name()),
-        ))
-    }
-
-    /// The float network of an ONNX file of the seed network (PyTorch's
-    /// export, or ours), run by burn.
-    pub fn from_onnx(path: &Path, backend: Backend) -> Result<Self> {
-        let w = crate::float::onnx_in::load(path)?;
+    /// Loads a float model: a burnpack checkpoint (a `.bpk` file, or a run
+    /// directory, whose `best.bpk` is used) or an ONNX file of the seed
+    /// network (PyTorch's export, or ours), as [`crate::float::load_weights`]
+    /// reads them; burn runs it.
+    pub fn load(path: &Path, backend: Backend) -> Result<Self> {
+        let w = crate::float::load_weights(path)?;
         let device = backend.device();
         let net = Net::from_float_weights(&w, &device)?;
         Ok(Self::new(
@@ -99,8 +89,7 @@ pub fn predictor_for_path(path: &Path, backend: Backend) -> Result<Box<dyn Predi
         .to_ascii_lowercase();
     match ext.as_str() {
         "fmq" => Ok(Box::new(crate::eval::int8::Int8Predictor::load(path)?)),
-        "onnx" => Ok(Box::new(FloatPredictor::from_onnx(path, backend)?)),
-        _ => Ok(Box::new(FloatPredictor::from_checkpoint(path, backend)?)),
+        _ => Ok(Box::new(FloatPredictor::load(path, backend)?)),
     }
 }
 
@@ -211,20 +200,8 @@ pub fn rmse_px(mse: f64) -> f64 {
 pub const EVAL_BATCH: usize = 64;
 
 /// Runs `pred` over every sample of `data` and measures its accuracy.
-pub fn evaluate(pred: &dyn Predictor, data: &Dataset, progress: bool) -> Result<Metrics> {
-    let bar = if progress {
-        let pb = indicatif::ProgressBar::new(data.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "eval [{bar:30}] {pos}/{len} images, ETA {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        pb
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+pub fn evaluate(pred: &dyn Predictor, data: &Dataset, progress: &dyn Progress) -> Result<Metrics> {
+    progress.begin("eval", data.len() as u64);
     let start = Instant::now();
     let mut sums = ErrorSums::default();
     for chunk in data.samples.chunks(EVAL_BATCH) {
@@ -242,9 +219,9 @@ pub fn evaluate(pred: &dyn Predictor, data: &Dataset, progress: bool) -> Result<
         for (p, s) in out.iter().zip(chunk) {
             sums.add(p, &s.keypoints);
         }
-        bar.inc(chunk.len() as u64);
+        progress.advance(chunk.len() as u64, None);
     }
-    bar.finish_and_clear();
+    progress.end();
     Ok(sums.metrics(
         pred.name(),
         data.source.clone(),

@@ -2,6 +2,7 @@
 //! float model (run by tract on the exported float ONNX).
 
 use crate::float::weights::FloatWeights;
+use crate::progress::Progress;
 use crate::quant::reference::{TractModel, f32s};
 use anyhow::{Result, ensure};
 use facemark_core::network::LAYER_COUNT;
@@ -37,14 +38,14 @@ pub fn calibrate(
     w: &FloatWeights,
     images: &[&[u8]],
     method: RangeMethod,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<Vec<f32>> {
     ensure!(!images.is_empty(), "calibration needs at least one image");
     let batch = images.len().min(16);
     let model = TractModel::from_proto(&crate::quant::onnx::float_model(w, batch, true)?, batch)?;
     let mut max = vec![0f32; LAYER_COUNT - 1];
     let mut samples: Vec<Vec<f32>> = vec![vec![]; LAYER_COUNT - 1];
-    let bar = crate::progress_bar(progress, images.len() as u64, "calibrating");
+    progress.begin("calibrating", images.len() as u64);
     for chunk in images.chunks(batch) {
         // Pad the last batch with repeats; only the real rows are counted.
         let mut b: Vec<&[u8]> = chunk.to_vec();
@@ -63,9 +64,9 @@ pub fn calibrate(
                 samples[l].extend(real.iter().step_by(stride));
             }
         }
-        bar.inc(chunk.len() as u64);
+        progress.advance(chunk.len() as u64, None);
     }
-    bar.finish_and_clear();
+    progress.end();
     if let RangeMethod::Percentile(p) = method {
         for (m, s) in max.iter_mut().zip(&mut samples) {
             s.sort_by(f32::total_cmp);

@@ -2,6 +2,7 @@
 //! with int4 layers chosen in table order (what `facemark quantize` runs).
 
 use crate::float::weights::FloatWeights;
+use crate::progress::Progress;
 use crate::quant::calib::{RangeMethod, calibrate};
 use crate::quant::int4::Int4Method;
 use crate::quant::quantize::QuantModel;
@@ -12,7 +13,7 @@ pub fn quantize_weights(
     w: &FloatWeights,
     images: &[&[u8]],
     range: RangeMethod,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<QuantModel> {
     let act_max = calibrate(w, images, range, progress)?;
     QuantModel::new(w, &act_max)
@@ -28,7 +29,7 @@ pub fn with_int4_layers(
     range: RangeMethod,
     int4: &[usize],
     method: Int4Method,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<QuantModel> {
     use crate::quant::quantize::{ChosenWeights, kernel_rows};
     use facemark_core::model::WeightType;
@@ -55,12 +56,10 @@ pub fn with_int4_layers(
         let n = l.fan_in();
         let h = if method == Int4Method::Gptq {
             let x = layer_inputs(&q, li, images, progress)?;
-            if progress {
-                eprintln!(
-                    "int4 layer {li}: second moments of {} inputs of {n}",
-                    x.len() / n
-                );
-            }
+            progress.note(&format!(
+                "int4 layer {li}: second moments of {} inputs of {n}",
+                x.len() / n
+            ));
             Some(crate::quant::int4::hessian(&x, n))
         } else {
             None
@@ -68,12 +67,10 @@ pub fn with_int4_layers(
         let t = std::time::Instant::now();
         let (scales, kernel_weights) =
             crate::quant::int4::quantize(&kernel_rows(w, li), n, method, h.as_deref())?;
-        if progress {
-            eprintln!(
-                "int4 layer {li}: {method:?} in {:.1} s",
-                t.elapsed().as_secs_f64()
-            );
-        }
+        progress.note(&format!(
+            "int4 layer {li}: {method:?} in {:.1} s",
+            t.elapsed().as_secs_f64()
+        ));
         chosen.push(ChosenWeights {
             layer: li,
             weight_type: WeightType::Int4,
@@ -87,14 +84,19 @@ pub fn with_int4_layers(
 
 /// The real-valued inputs of layer `li` (> 0) on `images`, as the int8
 /// engine computes them with `q`: one row of `fan_in` per image.
-fn layer_inputs(q: &QuantModel, li: usize, images: &[&[u8]], progress: bool) -> Result<Vec<f32>> {
+fn layer_inputs(
+    q: &QuantModel,
+    li: usize,
+    images: &[&[u8]],
+    progress: &dyn Progress,
+) -> Result<Vec<f32>> {
     use facemark_core::network::{ARENA_LEN, INPUT_LEN, LAYERS};
     let fmq = q.to_fmq();
     let model = facemark_core::Model::parse(&fmq).map_err(|e| anyhow::anyhow!("{e}"))?;
     let n = LAYERS[li].in_len();
     let (scale, zp) = (q.layers[li].in_scale, q.layers[li].in_zero_point);
     let mut x = vec![0f32; images.len() * n];
-    let bar = crate::progress_bar(progress, images.len() as u64, "int4 calibration inputs");
+    progress.begin("int4 inputs", images.len() as u64);
     let mut arena = Box::new([0i8; ARENA_LEN]);
     for (im, row) in images.iter().zip(x.chunks_exact_mut(n)) {
         let image: &[u8; INPUT_LEN] = (*im)
@@ -112,8 +114,8 @@ fn layer_inputs(q: &QuantModel, li: usize, images: &[&[u8]], progress: bool) -> 
                 }
             },
         );
-        bar.inc(1);
+        progress.advance(1, None);
     }
-    bar.finish_and_clear();
+    progress.end();
     Ok(x)
 }

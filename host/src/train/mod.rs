@@ -20,11 +20,16 @@
 //!   epoch (replaced as a whole, so a crash leaves the previous one);
 //! - `loss.png`: training loss and validation MSE per epoch.
 
+mod config;
 pub(crate) mod plot;
+
+pub(crate) use config::per_recipe;
+pub use config::{Recipe, Schedule, TrainConfig};
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -41,7 +46,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::augment::AugmentConfig;
 use crate::data::{Dataset, LoadOptions, Sample};
 use crate::eval::{FloatPredictor, evaluate, rmse_px, score};
-use crate::float::net::{Backend, Net};
+use crate::float::net::Net;
+use crate::progress::Progress;
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -51,129 +57,6 @@ pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
 pub const STATE_FILE: &str = "state.json";
 pub const PLOT_FILE: &str = "loss.png";
-
-/// Learning-rate schedule over all training steps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    /// `lr` throughout (the seed recipe).
-    #[default]
-    Constant,
-    /// One-cycle (PyTorch `OneCycleLR`, cosine both ways): from lr/25 up to
-    /// lr over the first `warmup` fraction of steps, then down to lr/25e4.
-    /// (Adam's beta1 is not cycled.)
-    Onecycle,
-    /// Cosine decay from lr to 0 over all steps.
-    Cosine,
-}
-
-/// Everything that defines a run (written to `config.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// Training data file.
-    pub train: String,
-    /// Validation data file; `None` means a seeded split of `train`.
-    pub val: Option<String>,
-    /// Fraction of `train` held out when `val` is `None`.
-    pub val_split: f64,
-    pub backend: Backend,
-    pub epochs: usize,
-    pub batch: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub adam_eps: f64,
-    pub schedule: Schedule,
-    /// One-cycle warm-up fraction of all steps.
-    pub warmup: f64,
-    pub augment: AugmentConfig,
-    /// Stop after this many epochs without a better validation MSE.
-    pub early_stop: Option<usize>,
-    pub seed: u64,
-    pub skip_bad_rows: bool,
-    /// Use only the first N training samples (after the split).
-    pub limit: Option<usize>,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            train: String::new(),
-            val: None,
-            val_split: 0.1,
-            backend: Backend::Flex,
-            epochs: 15,
-            batch: 16,
-            lr: 1e-3,
-            weight_decay: 1e-7,
-            adam_eps: 1e-8,
-            schedule: Schedule::Constant,
-            warmup: 0.3,
-            augment: AugmentConfig::default(),
-            early_stop: None,
-            seed: 0,
-            skip_bad_rows: false,
-            limit: None,
-        }
-    }
-}
-
-impl TrainConfig {
-    pub fn check(&self) -> Result<()> {
-        ensure!(self.epochs >= 1, "--epochs must be at least 1");
-        ensure!(self.batch >= 1, "--batch must be at least 1");
-        ensure!(
-            self.lr.is_finite() && self.lr > 0.0,
-            "--lr must be positive"
-        );
-        ensure!(
-            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
-            "--weight-decay must be non-negative"
-        );
-        ensure!(
-            self.adam_eps.is_finite() && self.adam_eps > 0.0,
-            "--adam-eps must be positive"
-        );
-        ensure!(
-            self.warmup > 0.0 && self.warmup < 1.0,
-            "--warmup must be in (0, 1)"
-        );
-        ensure!(
-            self.val.is_some() || (self.val_split > 0.0 && self.val_split < 1.0),
-            "--val-split must be in (0, 1)"
-        );
-        ensure!(
-            self.early_stop != Some(0),
-            "--early-stop must be at least 1"
-        );
-        self.augment.check()
-    }
-
-    /// The learning rate at `step` of `total` (0-based).
-    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
-        let total = total.max(1) as f64;
-        let t = (step as f64).min(total);
-        match self.schedule {
-            Schedule::Constant => self.lr,
-            Schedule::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos()),
-            Schedule::Onecycle => {
-                let initial = self.lr / 25.0;
-                let min = initial / 1e4;
-                let up = (self.warmup * total).max(1.0);
-                let cos = |from: f64, to: f64, p: f64| {
-                    to + (from - to)
-                        * 0.5
-                        * (1.0 + (std::f64::consts::PI * p.clamp(0.0, 1.0)).cos())
-                };
-                if t < up {
-                    cos(initial, self.lr, t / up)
-                } else {
-                    cos(self.lr, min, (t - up) / (total - up).max(1.0))
-                }
-            }
-        }
-    }
-}
 
 /// One finished epoch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -224,14 +107,9 @@ impl Default for TrainState {
 pub struct TrainOptions {
     /// Continue the run in the directory from its last checkpoint.
     pub resume: bool,
-    /// Show a progress bar.
-    pub progress: bool,
-    /// Print one line per epoch on stdout.
-    pub verbose: bool,
-    /// Install a Ctrl-C handler (once per process) that stops between batches.
-    pub handle_ctrl_c: bool,
-    /// Stop (as if interrupted) once this many epochs are done in total.
-    pub stop_after_epochs: Option<usize>,
+    /// Checked between batches: once set, the run stops, dropping the
+    /// unfinished epoch (the CLI sets it on Ctrl-C).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a call to [`train`] ended with.
@@ -239,28 +117,41 @@ pub struct TrainOutcome {
     pub state: TrainState,
     /// The last model (after the last finished epoch).
     pub net: Net,
-    /// Stopped before the configured epochs (Ctrl-C or `stop_after_epochs`).
+    /// Stopped before the configured epochs (by [`TrainOptions::stop`]).
     pub interrupted: bool,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static CTRL_C_PRESSES: AtomicUsize = AtomicUsize::new(0);
-static HANDLER: std::sync::Once = std::sync::Once::new();
-
-fn install_ctrl_c() {
-    HANDLER.call_once(|| {
-        let r = ctrlc::set_handler(|| {
-            INTERRUPTED.store(true, Ordering::SeqCst);
-            if CTRL_C_PRESSES.fetch_add(1, Ordering::SeqCst) >= 1 {
-                eprintln!("\ninterrupted again: exiting now (the last checkpoint is intact)");
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupt: stopping after this batch; the last finished epoch is saved (continue with --resume)");
-        });
-        if let Err(e) = r {
-            eprintln!("warning: cannot install a Ctrl-C handler: {e}");
-        }
-    });
+/// What [`train`] reports as it goes (the CLI prints it; tests may assert it).
+#[derive(Debug)]
+pub enum TrainEvent<'a> {
+    /// `--resume` found the run's last finished epoch (0: none yet, so the
+    /// run starts from the beginning).
+    Resumed {
+        after_epoch: usize,
+        best_mse: f64,
+        best_epoch: usize,
+    },
+    /// Something the user should know that does not stop the run.
+    Warning(String),
+    /// An epoch of `batches` batches begins (`epoch` counts from 1).
+    EpochStart {
+        epoch: usize,
+        epochs: usize,
+        batches: usize,
+    },
+    /// One batch is done; the mean training loss of the epoch so far.
+    Batch { running_loss: f64 },
+    /// The run stopped inside `epoch`; its progress is dropped and the run
+    /// holds `epochs_done` finished epochs.
+    Interrupted { epoch: usize, epochs_done: usize },
+    /// An epoch is done and checkpointed; `improved`: a new best.
+    EpochDone {
+        metrics: &'a EpochMetrics,
+        epochs: usize,
+        improved: bool,
+    },
+    /// Early stopping ends the run after this many epochs without a gain.
+    EarlyStop { epochs_without_gain: usize },
 }
 
 /// Masked MSE: the mean of squared errors over the coordinates whose mask is 1.
@@ -488,6 +379,7 @@ pub fn train(
     val_set: &Dataset,
     run_dir: &Path,
     opts: &TrainOptions,
+    report: &mut dyn FnMut(TrainEvent<'_>),
 ) -> Result<TrainOutcome> {
     cfg.check()?;
     ensure!(!train_set.is_empty(), "the training set is empty");
@@ -515,10 +407,10 @@ pub fn train(
         }
         if saved.epochs != cfg.epochs {
             if cfg.schedule != Schedule::Constant {
-                eprintln!(
-                    "warning: --epochs changed from {} to {}; the {:?} schedule stretches to the new length",
+                report(TrainEvent::Warning(format!(
+                    "--epochs changed from {} to {}; the {:?} schedule stretches to the new length",
                     saved.epochs, cfg.epochs, cfg.schedule
-                );
+                )));
             }
             write_json(&config_path, cfg)?;
         }
@@ -529,24 +421,19 @@ pub fn train(
                 let optim = optimizer(cfg).load(last.join(OPTIM_FILE)).map_err(|e| {
                     anyhow::anyhow!("loading {}: {e}", last.join(OPTIM_FILE).display())
                 })?;
-                if opts.verbose {
-                    println!(
-                        "resuming {} after epoch {} (best val MSE {:.6} at epoch {})",
-                        run_dir.display(),
-                        state.epochs_done,
-                        state.best_mse,
-                        state.best_epoch
-                    );
-                }
+                report(TrainEvent::Resumed {
+                    after_epoch: state.epochs_done,
+                    best_mse: state.best_mse,
+                    best_epoch: state.best_epoch,
+                });
                 (net, optim, state)
             }
             None => {
-                if opts.verbose {
-                    println!(
-                        "resuming {}: no finished epoch yet, starting from the beginning",
-                        run_dir.display()
-                    );
-                }
+                report(TrainEvent::Resumed {
+                    after_epoch: 0,
+                    best_mse: f64::INFINITY,
+                    best_epoch: 0,
+                });
                 (
                     Net::new(&device, cfg.seed),
                     optimizer(cfg),
@@ -570,20 +457,14 @@ pub fn train(
         )
     };
 
-    if opts.handle_ctrl_c {
-        install_ctrl_c();
-    }
+    let stop_requested = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     let n = train_set.len();
     let per_epoch = batches_per_epoch(n, cfg.batch);
     let total_steps = per_epoch * cfg.epochs;
     let mut interrupted = false;
 
     while state.epochs_done < cfg.epochs && !state.stopped_early {
-        if opts
-            .stop_after_epochs
-            .is_some_and(|k| state.epochs_done >= k)
-            || (opts.handle_ctrl_c && INTERRUPTED.load(Ordering::SeqCst))
-        {
+        if stop_requested() {
             interrupted = true;
             break;
         }
@@ -593,24 +474,15 @@ pub fn train(
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
 
-        let bar = if opts.progress {
-            let pb = indicatif::ProgressBar::new(per_epoch as u64);
-            pb.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} loss {msg} {per_sec} ETA {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            pb.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
-            pb
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        report(TrainEvent::EpochStart {
+            epoch: epoch + 1,
+            epochs: cfg.epochs,
+            batches: per_epoch,
+        });
         let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
         let mut lr = cfg.lr;
         for idx in order.chunks(cfg.batch) {
-            if opts.handle_ctrl_c && INTERRUPTED.load(Ordering::SeqCst) {
+            if stop_requested() {
                 interrupted = true;
                 break;
             }
@@ -623,18 +495,15 @@ pub fn train(
             state.steps_done += 1;
             loss_sum += loss as f64 * samples.len() as f64;
             loss_n += samples.len();
-            bar.set_message(format!("{:.5}", loss_sum / loss_n as f64));
-            bar.inc(1);
+            report(TrainEvent::Batch {
+                running_loss: loss_sum / loss_n as f64,
+            });
         }
-        bar.finish_and_clear();
         if interrupted {
-            if opts.verbose {
-                println!(
-                    "interrupted in epoch {}: its progress is dropped; --resume continues after epoch {}",
-                    epoch + 1,
-                    state.epochs_done
-                );
-            }
+            report(TrainEvent::Interrupted {
+                epoch: epoch + 1,
+                epochs_done: state.epochs_done,
+            });
             // Reload the last finished epoch so the returned model matches the checkpoint.
             if let Some(last) = find_last(run_dir) {
                 net = Net::load_checkpoint(&last.join(MODEL_FILE), &device)?;
@@ -649,7 +518,7 @@ pub fn train(
         let m = evaluate(
             &FloatPredictor::new(&net, plain.clone(), "training"),
             val_set,
-            false,
+            &crate::progress::Silent,
         )?;
         let seconds = start.elapsed().as_secs_f64();
         let em = EpochMetrics {
@@ -677,31 +546,21 @@ pub fn train(
         {
             state.stopped_early = true;
         }
-        if opts.verbose {
-            println!(
-                "epoch {:>3}/{}  train loss {:.6}  val MSE {:.6}  score {:>7.1}  RMSE {:.3} px  lr {:.2e}  {:.1} s{}",
-                em.epoch,
-                cfg.epochs,
-                em.train_loss,
-                em.val_mse,
-                em.val_score,
-                em.val_rmse_px,
-                em.lr,
-                em.seconds,
-                if improved { "  *best" } else { "" }
-            );
-        }
         state.history.push(em);
         save_last(run_dir, &net, &optim, &state)?;
         write_metrics_csv(&run_dir.join(METRICS_FILE), &state.history)?;
+        report(TrainEvent::EpochDone {
+            metrics: state.history.last().expect("pushed above"),
+            epochs: cfg.epochs,
+            improved,
+        });
         if let Err(e) = write_plot(&run_dir.join(PLOT_FILE), &state) {
-            eprintln!("warning: loss plot not written: {e:#}");
+            report(TrainEvent::Warning(format!("loss plot not written: {e:#}")));
         }
-        if state.stopped_early && opts.verbose {
-            println!(
-                "early stop: no better validation MSE for {} epochs",
-                state.since_best
-            );
+        if state.stopped_early {
+            report(TrainEvent::EarlyStop {
+                epochs_without_gain: state.since_best,
+            });
         }
     }
     Ok(TrainOutcome {
@@ -711,51 +570,22 @@ pub fn train(
     })
 }
 
-/// A training recipe: every value a run takes where no flag says otherwise.
-/// The values live here once; `config.json` records what a run used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Recipe {
-    /// The committed model's (models/README.md; each flag's help gives
-    /// its value).
-    #[default]
-    Committed,
-    /// The seed report's (`TrainConfig::default()`).
-    Seed,
-}
-
-impl Recipe {
-    /// The recipe's config (data paths left empty).
-    pub fn config(self) -> TrainConfig {
-        match self {
-            Recipe::Seed => TrainConfig::default(),
-            Recipe::Committed => TrainConfig {
-                epochs: 70,
-                schedule: Schedule::Onecycle,
-                augment: AugmentConfig {
-                    flip: true,
-                    shift: 2.0,
-                    brightness: 0.1,
-                    contrast: 0.2,
-                    ..AugmentConfig::default()
-                },
-                seed: 2,
-                ..TrainConfig::default()
-            },
-        }
-    }
-}
-
-/// Loads the data a config names (with the seeded split and the limit).
-pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
+/// Loads the data a config names (with the seeded split and the limit);
+/// rows skipped by `skip_bad_rows` are noted on `progress`.
+pub fn load_data(cfg: &TrainConfig, progress: &dyn Progress) -> Result<(Dataset, Dataset)> {
     let opts = LoadOptions {
         skip_bad_rows: cfg.skip_bad_rows,
     };
-    let all = crate::data::load_reporting(Path::new(&cfg.train), opts, "training data")?;
+    let load = |path: &str, what: &str| -> Result<Dataset> {
+        let ds = crate::data::load_checked(Path::new(path), opts, what)?;
+        if let Some(r) = ds.skip_report(what) {
+            progress.note(&r);
+        }
+        Ok(ds)
+    };
+    let all = load(&cfg.train, "training data")?;
     let (mut train, val) = match &cfg.val {
-        Some(v) => (
-            all,
-            crate::data::load_reporting(Path::new(v), opts, "validation data")?,
-        ),
+        Some(v) => (all, load(v, "validation data")?),
         None => {
             ensure!(
                 all.len() >= 2,
