@@ -110,38 +110,50 @@ fn run_layers<K: Kernels>(
     Keypoints { unit }
 }
 
+/// Runs a conv layer row by row; each call also gets the arena bytes no
+/// map needs during it (`scratch`, see [`Kernels::conv_pool_row`]).
 fn run_conv<K: Kernels>(lv: &LayerView<'_>, arena: &mut Arena, p: Placement) {
     let l = lv.layer;
     let (in_len, out_len) = (l.in_len(), l.out_len());
     let (in_row, out_row) = (l.in_side * l.in_ch, l.out_side() * l.out_ch);
-    if !p.overlaps(&l) {
-        let (input, out): (&[i8], &mut [i8]) = if p.out_off > p.in_off {
-            let (a, b) = arena.split_at_mut(p.out_off);
-            (&a[p.in_off..p.in_off + in_len], &mut b[..out_len])
-        } else {
-            let (a, b) = arena.split_at_mut(p.in_off);
-            (&b[..in_len], &mut a[p.out_off..p.out_off + out_len])
-        };
-        for (py, row) in out.chunks_exact_mut(out_row).enumerate() {
-            K::conv_pool_row(lv, input, 0, py, row);
+    if !p.overlaps(&l) && p.out_off > p.in_off {
+        // Input below, output above: free is the gap between them.
+        let (a, hi) = arena.split_at_mut(p.out_off);
+        let (input, free) = a[p.in_off..].split_at_mut(in_len);
+        for (py, row) in hi[..out_len].chunks_exact_mut(out_row).enumerate() {
+            K::conv_pool_row(lv, input, 0, py, row, free);
+        }
+    } else if !p.overlaps(&l) {
+        // Output below, input above: free is the gap and the output rows
+        // not written yet.
+        let (a, hi) = arena.split_at_mut(p.in_off);
+        let input = &hi[..in_len];
+        for py in 0..l.out_side() {
+            let (row, free) = a[p.out_off + py * out_row..].split_at_mut(out_row);
+            K::conv_pool_row(lv, input, 0, py, row, free);
         }
     } else if p.out_off < p.in_off {
         // The output overlaps the input's head: rows top-down, each one
-        // written only over input rows no later row reads (see `network`).
+        // written only over input rows no later row reads (see `network`);
+        // free: between the output row and the first input row it reads.
         for py in 0..l.out_side() {
             let row_off = p.out_off + py * out_row;
             let first_row = (2 * py).saturating_sub(1);
             let (a, b) = arena.split_at_mut(p.in_off + first_row * in_row);
             let rows = &b[..in_len - first_row * in_row];
-            K::conv_pool_row(lv, rows, first_row, py, &mut a[row_off..row_off + out_row]);
+            let (row, free) = a[row_off..].split_at_mut(out_row);
+            K::conv_pool_row(lv, rows, first_row, py, row, free);
         }
     } else {
-        // The output overlaps the input's tail: rows bottom-up.
+        // The output overlaps the input's tail: rows bottom-up; free:
+        // between the last input row this row reads and the output row.
         for py in (0..l.out_side()).rev() {
             let row_off = p.out_off + py * out_row;
             let (a, b) = arena.split_at_mut(row_off);
             let avail = (row_off - p.in_off).min(in_len);
-            K::conv_pool_row(lv, &a[p.in_off..p.in_off + avail], 0, py, &mut b[..out_row]);
+            let needed = ((2 * py + 3) * in_row).min(avail);
+            let (rows, free) = a[p.in_off..].split_at_mut(needed);
+            K::conv_pool_row(lv, rows, 0, py, &mut b[..out_row], free);
         }
     }
 }

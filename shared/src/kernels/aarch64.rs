@@ -56,9 +56,16 @@ fn conv_fits(l: &Layer) -> bool {
 impl Kernels for Neon {
     const NAME: &'static str = "neon";
 
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
+    fn conv_pool_row(
+        l: &LayerView<'_>,
+        input: &[i8],
+        first_row: usize,
+        py: usize,
+        out: &mut [i8],
+        _scratch: &mut [i8],
+    ) {
         if !Self::specialised(&l.layer) {
-            return Portable::conv_pool_row(l, input, first_row, py, out);
+            return Portable::conv_pool_row(l, input, first_row, py, out, &mut []);
         }
         if l.layer.in_ch == 1 {
             single_channel_row(l, input, first_row, py, out)
@@ -89,9 +96,16 @@ impl Kernels for Neon {
 impl Kernels for NeonDot {
     const NAME: &'static str = "neon-sdot";
 
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
+    fn conv_pool_row(
+        l: &LayerView<'_>,
+        input: &[i8],
+        first_row: usize,
+        py: usize,
+        out: &mut [i8],
+        _scratch: &mut [i8],
+    ) {
         if !Self::specialised(&l.layer) {
-            return Portable::conv_pool_row(l, input, first_row, py, out);
+            return Portable::conv_pool_row(l, input, first_row, py, out, &mut []);
         }
         if l.layer.in_ch == 1 {
             single_channel_row(l, input, first_row, py, out)

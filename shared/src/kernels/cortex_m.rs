@@ -9,7 +9,8 @@
 //! Inline `asm!` is used because the `core::arch::arm` DSP intrinsics are
 //! unstable.
 
-use super::{Kernels, Portable};
+use super::dsp::{chunk_word, smlad, sxtb16, sxtb16_ror8};
+use super::{Kernels, Portable, winograd};
 use crate::model::LayerView;
 use crate::network::{LAYERS, Layer};
 use crate::requant::to_int8;
@@ -17,45 +18,6 @@ use core::arch::asm;
 
 /// Kernels for Cortex-M cores with the DSP extension.
 pub struct CortexMDsp;
-
-/// Bytes 0 and 2 of `x`, sign-extended to two int16 halves.
-#[inline(always)]
-fn sxtb16(x: u32) -> u32 {
-    let r: u32;
-    // SAFETY: register-only arithmetic.
-    unsafe {
-        asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
-    };
-    r
-}
-
-/// Bytes 1 and 3 of `x`, sign-extended to two int16 halves.
-#[inline(always)]
-fn sxtb16_ror8(x: u32) -> u32 {
-    let r: u32;
-    // SAFETY: register-only arithmetic.
-    unsafe {
-        asm!("sxtb16 {r}, {x}, ror #8", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
-    };
-    r
-}
-
-/// `acc + a.lo * b.lo + a.hi * b.hi` (signed 16-bit halves).
-#[inline(always)]
-fn smlad(a: u32, b: u32, acc: i32) -> i32 {
-    let r: i32;
-    // SAFETY: register-only arithmetic (SMLAD sets only the Q flag).
-    unsafe {
-        asm!("smlad {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack))
-    };
-    r
-}
-
-#[inline(always)]
-/// Four int8 (a `chunks_exact(4)` item) as one little-endian word.
-fn chunk_word(b: &[i8]) -> u32 {
-    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
-}
 
 /// One step of the conv inner loop: 4 input channels (one weight word,
 /// widened to pairs `wa` = channels (0, 2) and `w` = (1, 3)) against the 8
@@ -113,6 +75,8 @@ const MAX_WINDOW_WORDS: usize = 4 * WINDOW_COLS * 64 / 2;
 /// SMLAD(A, wA) + SMLAD(B, wB) is the 4-channel dot product. Each weight
 /// word is loaded and widened once for 8 positions; the 8 accumulators stay
 /// in registers through all 9 * CIN weights (fully unrolled, no branches).
+/// Not inlined: its frame (the window) and `winograd_row`'s never add up.
+#[inline(never)]
 fn conv_row<const CIN: usize>(
     l: &LayerView<'_>,
     input: &[i8],
@@ -125,7 +89,7 @@ fn conv_row<const CIN: usize>(
     let chunks = CIN / 4;
     let pix_words = chunks * 2;
     if side % 4 != 0 || 4 * WINDOW_COLS * pix_words > MAX_WINDOW_WORDS {
-        return Portable::conv_pool_row(l, input, first_row, py, out);
+        return Portable::conv_pool_row(l, input, first_row, py, out, &mut []);
     }
     let pad = l.in_zero_point as u8 as u32 * 0x0101_0101;
     let (pad_a, pad_b) = (sxtb16(pad), sxtb16_ror8(pad));
@@ -238,7 +202,7 @@ fn single_channel_row(
     let side = l.layer.in_side;
     let cout = l.layer.out_ch;
     if cout > SINGLE_CH_OUT {
-        return Portable::conv_pool_row(l, input, first_row, py, out);
+        return Portable::conv_pool_row(l, input, first_row, py, out, &mut []);
     }
     let mut wide = [[0u32; 5]; SINGLE_CH_OUT];
     for (co, wc) in wide.iter_mut().enumerate().take(cout) {
@@ -481,6 +445,134 @@ fn dense_int4(l: &LayerView<'_>, packed: &[u8], input: &[i8], out: &mut [i32]) {
     }
 }
 
+/// Words of the stack buffer the Winograd rows use beside the free arena
+/// bytes (conv 2 runs bottom-up over a full arena; conv 3 holds its weight
+/// block here): the direct kernel's widened window, whose frame this one
+/// replaces (both `inline(never)`), so the stack peak stays where it was.
+const WINOGRAD_STACK_WORDS: usize = MAX_WINDOW_WORDS;
+
+/// The sums of one output-channel pair's `U` and one tile pair's `V` into
+/// `M` (see `winograd`'s layouts), `CHUNKS` chunks of 4 input channels:
+/// per position, `CHUNKS` steps of two LDMs (2 x 4 pairs) and 8 SMLADs,
+/// 10 instructions for 16 products (the first step starts the 4 sums with
+/// SMUAD), then one STM of the 4 sums. `M`'s pointer and end live on the
+/// stack.
+#[inline(always)]
+fn winograd_sums<const CHUNKS: usize>(u: &[u32], v: &[u32], m: &mut [i32; winograd::M_WORDS]) {
+    let block = winograd::block_words(4 * CHUNKS);
+    assert!(u.len() >= block && v.len() >= block);
+    let end = m.as_mut_ptr_range().end;
+    // SAFETY: 16 positions of CHUNKS steps read 4 words of `u` and of `v`
+    // per step: 64 * CHUNKS = `block` words of each (checked above); 16
+    // STMs of 4 words fill `m` (64 words), the loop ending when its
+    // pointer reaches `end`. r6 and r7 (which Rust does not hand out) are
+    // saved on the stack and restored, as is the stack pointer; every other
+    // register it writes is an operand or a clobber.
+    unsafe {
+        asm!(
+            "push {{r6, r7}}",
+            "push {{r0, r1}}",
+            "2:",
+            "ldm r12!, {{r0, r1, r2, r3}}",
+            "ldm lr!, {{r4, r5, r6, r7}}",
+            "smuad r8, r0, r4",
+            "smlad r8, r1, r5, r8",
+            "smuad r9, r0, r6",
+            "smlad r9, r1, r7, r9",
+            "smuad r10, r2, r4",
+            "smlad r10, r3, r5, r10",
+            "smuad r11, r2, r6",
+            "smlad r11, r3, r7, r11",
+            ".rept {more}",
+            "ldm r12!, {{r0, r1, r2, r3}}",
+            "ldm lr!, {{r4, r5, r6, r7}}",
+            "smlad r8, r0, r4, r8",
+            "smlad r8, r1, r5, r8",
+            "smlad r9, r0, r6, r9",
+            "smlad r9, r1, r7, r9",
+            "smlad r10, r2, r4, r10",
+            "smlad r10, r3, r5, r10",
+            "smlad r11, r2, r6, r11",
+            "smlad r11, r3, r7, r11",
+            ".endr",
+            "ldrd r0, r1, [sp]",
+            "stm r0!, {{r8, r9, r10, r11}}",
+            "str r0, [sp]",
+            "cmp r0, r1",
+            "bne 2b",
+            "add sp, sp, #8",
+            "pop {{r6, r7}}",
+            more = const CHUNKS - 1,
+            inout("r0") m.as_mut_ptr() => _,
+            inout("r1") end => _,
+            inout("r12") u.as_ptr() => _,
+            inout("lr") v.as_ptr() => _,
+            out("r2") _,
+            out("r3") _,
+            out("r4") _,
+            out("r5") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+    }
+}
+
+/// A pool row by Winograd F(2x2, 3x3) (`winograd`), its buffers in the
+/// free arena bytes `scratch` and a stack buffer; false (nothing written)
+/// where the layer does not fit or the memory holds too little.
+#[inline(never)]
+fn winograd_row(
+    l: &LayerView<'_>,
+    input: &[i8],
+    first_row: usize,
+    py: usize,
+    out: &mut [i8],
+    scratch: &mut [i8],
+) -> bool {
+    let (_, arena, _) = bytemuck::pod_align_to_mut::<i8, u32>(scratch);
+    let mut stack = [0u32; WINOGRAD_STACK_WORDS];
+    let mut m = [0i32; winograd::M_WORDS];
+    let (s, m) = (&mut stack[..], &mut m);
+    match l.layer.in_ch {
+        16 => winograd::run_row::<16>(
+            l,
+            input,
+            first_row,
+            py,
+            out,
+            arena,
+            s,
+            m,
+            winograd_sums::<4>,
+        ),
+        32 => winograd::run_row::<32>(
+            l,
+            input,
+            first_row,
+            py,
+            out,
+            arena,
+            s,
+            m,
+            winograd_sums::<8>,
+        ),
+        64 => winograd::run_row::<64>(
+            l,
+            input,
+            first_row,
+            py,
+            out,
+            arena,
+            s,
+            m,
+            winograd_sums::<16>,
+        ),
+        _ => false,
+    }
+}
+
 impl Kernels for CortexMDsp {
     const NAME: &'static str = "cortex-m-dsp";
 
@@ -488,13 +580,23 @@ impl Kernels for CortexMDsp {
         !layer.is_conv() || matches!(layer.in_ch, 1 | 16 | 32 | 64)
     }
 
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
+    fn conv_pool_row(
+        l: &LayerView<'_>,
+        input: &[i8],
+        first_row: usize,
+        py: usize,
+        out: &mut [i8],
+        scratch: &mut [i8],
+    ) {
+        if l.layer.in_ch > 1 && winograd_row(l, input, first_row, py, out, scratch) {
+            return;
+        }
         match l.layer.in_ch {
             16 => conv_row::<16>(l, input, first_row, py, out),
             32 => conv_row::<32>(l, input, first_row, py, out),
             64 => conv_row::<64>(l, input, first_row, py, out),
             1 => single_channel_row(l, input, first_row, py, out),
-            _ => Portable::conv_pool_row(l, input, first_row, py, out),
+            _ => Portable::conv_pool_row(l, input, first_row, py, out, &mut []),
         }
     }
 

@@ -23,6 +23,11 @@ use crate::network::{LAYERS, Layer, LayerKind};
 mod portable;
 pub use portable::Portable;
 
+#[cfg(any(test, all(target_arch = "arm", feature = "cortex-m-dsp")))]
+mod dsp;
+#[cfg(any(test, all(target_arch = "arm", feature = "cortex-m-dsp")))]
+pub mod winograd;
+
 #[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]
 mod cortex_m;
 #[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]
@@ -50,8 +55,18 @@ pub trait Kernels {
     /// `input` holds the layer's HWC input rows from `first_row` on (the
     /// rows above may already be overwritten by earlier output rows), with
     /// `first_row <= max(2 * py - 1, 0)`; it may end early, but holds every
-    /// row up to `2 * py + 2` (or the last row).
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]);
+    /// row up to `2 * py + 2` (or the last row). `scratch` is arena memory
+    /// no map uses during the call (its contents are anything, and it may
+    /// be empty): working memory a tier may take, so that its buffers cost
+    /// no RAM beyond the arena.
+    fn conv_pool_row(
+        l: &LayerView<'_>,
+        input: &[i8],
+        first_row: usize,
+        py: usize,
+        out: &mut [i8],
+        scratch: &mut [i8],
+    );
 
     /// Dense accumulators: `out[c] = bias(c) + sum_i input[i] * w[c][i]`.
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]);
@@ -248,8 +263,15 @@ macro_rules! dispatch {
 #[cfg(feature = "std")]
 impl Kernels for Dispatch {
     const NAME: &'static str = "detected";
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
-        dispatch!(conv_pool_row(l, input, first_row, py, out))
+    fn conv_pool_row(
+        l: &LayerView<'_>,
+        input: &[i8],
+        first_row: usize,
+        py: usize,
+        out: &mut [i8],
+        scratch: &mut [i8],
+    ) {
+        dispatch!(conv_pool_row(l, input, first_row, py, out, scratch))
     }
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
         dispatch!(dense(l, input, out))

@@ -78,7 +78,14 @@ impl Kernels for Portable {
         !layer.is_conv() || layer.in_ch <= MAX_CONV_IN_CH
     }
 
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
+    fn conv_pool_row(
+        l: &LayerView<'_>,
+        input: &[i8],
+        first_row: usize,
+        py: usize,
+        out: &mut [i8],
+        _scratch: &mut [i8],
+    ) {
         if l.layer.in_ch == 1 {
             return single_channel_row(l, input, first_row, py, out);
         }

@@ -62,7 +62,14 @@ fn conv_fits(l: &Layer) -> bool {
 impl Kernels for Avx512Vnni {
     const NAME: &'static str = "avx512-vnni";
 
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
+    fn conv_pool_row(
+        l: &LayerView<'_>,
+        input: &[i8],
+        first_row: usize,
+        py: usize,
+        out: &mut [i8],
+        _scratch: &mut [i8],
+    ) {
         // The feature test is std's cached bit: it keeps this safe function
         // sound on any CPU; the tier itself was chosen once (`detected`).
         if Self::specialised(&l.layer) {
@@ -77,7 +84,7 @@ impl Kernels for Avx512Vnni {
                 }
             };
         }
-        Portable::conv_pool_row(l, input, first_row, py, out)
+        Portable::conv_pool_row(l, input, first_row, py, out, &mut [])
     }
 
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
@@ -106,7 +113,14 @@ impl Kernels for Avx512Vnni {
 impl Kernels for Avx2 {
     const NAME: &'static str = "avx2";
 
-    fn conv_pool_row(l: &LayerView<'_>, input: &[i8], first_row: usize, py: usize, out: &mut [i8]) {
+    fn conv_pool_row(
+        l: &LayerView<'_>,
+        input: &[i8],
+        first_row: usize,
+        py: usize,
+        out: &mut [i8],
+        _scratch: &mut [i8],
+    ) {
         if Self::specialised(&l.layer) {
             // SAFETY: AVX2 is present (checked above).
             return unsafe {
@@ -117,7 +131,7 @@ impl Kernels for Avx2 {
                 }
             };
         }
-        Portable::conv_pool_row(l, input, first_row, py, out)
+        Portable::conv_pool_row(l, input, first_row, py, out, &mut [])
     }
 
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
