@@ -191,7 +191,9 @@ fn pair(lo: i32, hi: i32) -> u32 {
 /// pool output, each of the 4 positions' 9 taps is packed as 5 int16 pairs
 /// `(t0,t1) (t2,t3) (t4,t5) (t6,t7) (t8,0)`, and each output channel's 9
 /// weights alike (once per row), so a position costs one LDM and 5 SMLADs
-/// and the weights stay in registers across the 4 positions.
+/// and the weights stay in registers across the 4 positions. Not inlined:
+/// its buffers stay out of the frame the other conv rows run under.
+#[inline(never)]
 fn single_channel_row(
     l: &LayerView<'_>,
     input: &[i8],
@@ -451,12 +453,50 @@ fn dense_int4(l: &LayerView<'_>, packed: &[u8], input: &[i8], out: &mut [i32]) {
 /// replaces (both `inline(never)`), so the stack peak stays where it was.
 const WINOGRAD_STACK_WORDS: usize = MAX_WINDOW_WORDS;
 
+/// One position of the Winograd sums: `CHUNKS` steps of two LDMs (4 pairs
+/// of `U`, 4 of `V`) and 8 SMLADs, 10 instructions for 16 products (the
+/// first step starts the 4 sums with SMUAD), then the 4 sums stored through
+/// `M`'s pointer, which lives on the stack.
+macro_rules! winograd_position {
+    () => {
+        concat!(
+            "ldm r12!, {{r0, r1, r2, r3}}\n",
+            "ldm lr!, {{r4, r5, r6, r7}}\n",
+            "smuad r8, r0, r4\n",
+            "smlad r8, r1, r5, r8\n",
+            "smuad r9, r0, r6\n",
+            "smlad r9, r1, r7, r9\n",
+            "smuad r10, r2, r4\n",
+            "smlad r10, r3, r5, r10\n",
+            "smuad r11, r2, r6\n",
+            "smlad r11, r3, r7, r11\n",
+            ".rept {more}\n",
+            "ldm r12!, {{r0, r1, r2, r3}}\n",
+            "ldm lr!, {{r4, r5, r6, r7}}\n",
+            "smlad r8, r0, r4, r8\n",
+            "smlad r8, r1, r5, r8\n",
+            "smlad r9, r0, r6, r9\n",
+            "smlad r9, r1, r7, r9\n",
+            "smlad r10, r2, r4, r10\n",
+            "smlad r10, r3, r5, r10\n",
+            "smlad r11, r2, r6, r11\n",
+            "smlad r11, r3, r7, r11\n",
+            ".endr\n",
+            "ldr r0, [sp]\n",
+            "stm r0!, {{r8, r9, r10, r11}}\n",
+            "str r0, [sp]\n",
+        )
+    };
+}
+
+/// Chunks up to which the 16 positions are unrolled (conv 2 and 3: 2.3 and
+/// 4.4 KB of code, saving the loop's compare and branch, 2 of a position's
+/// 43 and 83 instructions); conv 4's loop body would take 9 KB unrolled.
+const WINOGRAD_UNROLL_CHUNKS: usize = 8;
+
 /// The sums of one output-channel pair's `U` and one tile pair's `V` into
-/// `M` (see `winograd`'s layouts), `CHUNKS` chunks of 4 input channels:
-/// per position, `CHUNKS` steps of two LDMs (2 x 4 pairs) and 8 SMLADs,
-/// 10 instructions for 16 products (the first step starts the 4 sums with
-/// SMUAD), then one STM of the 4 sums. `M`'s pointer and end live on the
-/// stack.
+/// `M` (see `winograd`'s layouts), `CHUNKS` chunks of 4 input channels, 16
+/// positions of [`winograd_position`].
 #[inline(always)]
 fn winograd_sums<const CHUNKS: usize>(u: &[u32], v: &[u32], m: &mut [i32; winograd::M_WORDS]) {
     let block = winograd::block_words(4 * CHUNKS);
@@ -464,58 +504,48 @@ fn winograd_sums<const CHUNKS: usize>(u: &[u32], v: &[u32], m: &mut [i32; winogr
     let end = m.as_mut_ptr_range().end;
     // SAFETY: 16 positions of CHUNKS steps read 4 words of `u` and of `v`
     // per step: 64 * CHUNKS = `block` words of each (checked above); 16
-    // STMs of 4 words fill `m` (64 words), the loop ending when its
-    // pointer reaches `end`. r6 and r7 (which Rust does not hand out) are
-    // saved on the stack and restored, as is the stack pointer; every other
+    // STMs of 4 words fill `m` (64 words; the loop ends when the pointer
+    // reaches `end`). r6 and r7 (which Rust does not hand out) are saved
+    // on the stack and restored, as is the stack pointer; every other
     // register it writes is an operand or a clobber.
     unsafe {
-        asm!(
-            "push {{r6, r7}}",
-            "push {{r0, r1}}",
-            "2:",
-            "ldm r12!, {{r0, r1, r2, r3}}",
-            "ldm lr!, {{r4, r5, r6, r7}}",
-            "smuad r8, r0, r4",
-            "smlad r8, r1, r5, r8",
-            "smuad r9, r0, r6",
-            "smlad r9, r1, r7, r9",
-            "smuad r10, r2, r4",
-            "smlad r10, r3, r5, r10",
-            "smuad r11, r2, r6",
-            "smlad r11, r3, r7, r11",
-            ".rept {more}",
-            "ldm r12!, {{r0, r1, r2, r3}}",
-            "ldm lr!, {{r4, r5, r6, r7}}",
-            "smlad r8, r0, r4, r8",
-            "smlad r8, r1, r5, r8",
-            "smlad r9, r0, r6, r9",
-            "smlad r9, r1, r7, r9",
-            "smlad r10, r2, r4, r10",
-            "smlad r10, r3, r5, r10",
-            "smlad r11, r2, r6, r11",
-            "smlad r11, r3, r7, r11",
-            ".endr",
-            "ldrd r0, r1, [sp]",
-            "stm r0!, {{r8, r9, r10, r11}}",
-            "str r0, [sp]",
-            "cmp r0, r1",
-            "bne 2b",
-            "add sp, sp, #8",
-            "pop {{r6, r7}}",
-            more = const CHUNKS - 1,
-            inout("r0") m.as_mut_ptr() => _,
-            inout("r1") end => _,
-            inout("r12") u.as_ptr() => _,
-            inout("lr") v.as_ptr() => _,
-            out("r2") _,
-            out("r3") _,
-            out("r4") _,
-            out("r5") _,
-            out("r8") _,
-            out("r9") _,
-            out("r10") _,
-            out("r11") _,
-        );
+        if CHUNKS <= WINOGRAD_UNROLL_CHUNKS {
+            asm!(
+                "push {{r6, r7}}",
+                "push {{r0, r1}}",
+                ".rept 16",
+                winograd_position!(),
+                ".endr",
+                "add sp, sp, #8",
+                "pop {{r6, r7}}",
+                more = const CHUNKS - 1,
+                inout("r0") m.as_mut_ptr() => _,
+                inout("r1") end => _,
+                inout("r12") u.as_ptr() => _,
+                inout("lr") v.as_ptr() => _,
+                out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            );
+        } else {
+            asm!(
+                "push {{r6, r7}}",
+                "push {{r0, r1}}",
+                "2:",
+                winograd_position!(),
+                "ldr r1, [sp, #4]",
+                "cmp r0, r1",
+                "bne 2b",
+                "add sp, sp, #8",
+                "pop {{r6, r7}}",
+                more = const CHUNKS - 1,
+                inout("r0") m.as_mut_ptr() => _,
+                inout("r1") end => _,
+                inout("r12") u.as_ptr() => _,
+                inout("lr") v.as_ptr() => _,
+                out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            );
+        }
     }
 }
 

@@ -43,7 +43,7 @@
 use super::dsp::{chunk_word, sadd16, ssub16, sxtb16, sxtb16_ror8};
 use crate::model::LayerView;
 use crate::network::Layer;
-use crate::requant::to_int8;
+use crate::requant::{Multiplier, to_int8};
 
 /// Largest input channel count the ranges above allow: `585_216 * cin * 9`
 /// must stay below 2^31 (and the table's layers have at most 64).
@@ -92,18 +92,11 @@ fn widen<const AB: usize>(x: u32) -> u32 {
     if AB == 0 { sxtb16(x) } else { sxtb16_ror8(x) }
 }
 
-/// One chunk's `U` pairs `AB` of one output channel `o` from its 9 taps'
-/// words.
+/// One chunk's `U` pairs `AB` of output channel `o` from its 9 taps' words.
 #[inline(always)]
-fn weight_chunk<const AB: usize>(
-    words: &[u32; 9],
-    u: &mut [u32],
-    chunks: usize,
-    k: usize,
-    o: usize,
-) {
-    let g: [u32; 9] = core::array::from_fn(|t| widen::<AB>(words[t]));
-    // G' g: columns kx of the 3x3 (rows ky), giving 4 rows.
+fn weight_chunk<const AB: usize>(words: &[u32; 9], u: &mut [u32], chunks: usize, k: usize, o: usize) {
+    let g: [u32; 9] = words.map(widen::<AB>);
+    // G'' g: columns kx of the 3x3 (rows ky), giving 4 rows.
     let h: [[u32; 4]; 3] = core::array::from_fn(|kx| g2([g[kx], g[3 + kx], g[6 + kx]]));
     for r in 0..4 {
         let row = g2([h[0][r], h[1][r], h[2][r]]);
@@ -247,15 +240,22 @@ pub fn pooled(m: &[i32; M_WORDS], which: usize) -> i32 {
 }
 
 /// Writes pool outputs `tx`, `tx + 1` of output channels `co`, `co + 1`
-/// from their `M`.
+/// from their `M`; `ch` holds the two channels' bias and factor.
 #[inline(always)]
-pub fn emit(l: &LayerView<'_>, m: &[i32; M_WORDS], co: usize, tx: usize, out: &mut [i8]) {
+fn emit(
+    l: &LayerView<'_>,
+    m: &[i32; M_WORDS],
+    ch: &[(i32, Multiplier); 2],
+    co: usize,
+    tx: usize,
+    out: &mut [i8],
+) {
     let cout = l.layer.out_ch;
     let (zp, floor) = (l.out_zero_point, l.out_floor());
-    for o in 0..2 {
-        let (bias, mult) = (l.bias(co + o), l.multiplier(co + o));
+    let out = &mut out[tx * cout + co..(tx + 1) * cout + co + 2];
+    for (o, &(bias, mult)) in ch.iter().enumerate() {
         for t in 0..2 {
-            out[(tx + t) * cout + co + o] = to_int8(bias + pooled(m, o * 2 + t), mult, zp, floor);
+            out[t * cout + o] = to_int8(bias + pooled(m, o * 2 + t), mult, zp, floor);
         }
     }
 }
@@ -326,9 +326,10 @@ pub fn run_row<const CIN: usize>(
         }
         for co in (0..l.layer.out_ch).step_by(2) {
             weight_pair::<CIN>(l, co, u);
+            let ch = [0, 1].map(|o| (l.bias(co + o), l.multiplier(co + o)));
             for (j, v) in vs.chunks_exact(block).take(n).enumerate() {
                 sums_of(u, v, m);
-                emit(l, m, co, 2 * (first + j), out);
+                emit(l, m, &ch, co, 2 * (first + j), out);
             }
         }
         first += n;
