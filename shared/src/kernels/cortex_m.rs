@@ -13,7 +13,7 @@ use super::dsp::{chunk_word, smlad, sxtb16, sxtb16_ror8};
 use super::{Kernels, Portable, winograd};
 use crate::model::LayerView;
 use crate::network::{LAYERS, Layer};
-use crate::requant::to_int8;
+use crate::requant::{Multiplier, to_int8, to_int8_prepared};
 use core::arch::asm;
 
 /// Kernels for Cortex-M cores with the DSP extension.
@@ -207,10 +207,12 @@ fn single_channel_row(
         return Portable::conv_pool_row(l, input, first_row, py, out, &mut []);
     }
     let mut wide = [[0u32; 5]; SINGLE_CH_OUT];
-    for (co, wc) in wide.iter_mut().enumerate().take(cout) {
+    let mut prepared = [Multiplier { mult: 0, shift: 0 }.prepare(); SINGLE_CH_OUT];
+    for (co, (wc, p)) in wide.iter_mut().zip(&mut prepared).enumerate().take(cout) {
         let w = l.channel_weights(co);
         let t = |k: usize| w.get(k).map_or(0, |&v| v as i32);
         *wc = core::array::from_fn(|j| pair(t(2 * j), t(2 * j + 1)));
+        *p = l.multiplier(co).prepare();
     }
     let pad = l.in_zero_point;
     let rows_in = input.len() / side;
@@ -245,10 +247,11 @@ fn single_channel_row(
             core::array::from_fn(|j| pair(t(2 * j), t(2 * j + 1)))
         });
         let (zp, floor) = (l.out_zero_point, l.out_floor());
-        for ((o, wc), ch) in out[px * cout..(px + 1) * cout]
+        for (((o, wc), ch), p) in out[px * cout..(px + 1) * cout]
             .iter_mut()
             .zip(wide.iter())
             .zip(l.channels())
+            .zip(prepared.iter())
         {
             let max: i32;
             // SAFETY: reads the 5 words of `wc` and the 4 x 5 words of
@@ -295,7 +298,7 @@ fn single_channel_row(
                     options(readonly),
                 );
             }
-            *o = to_int8(max, ch.multiplier, zp, floor);
+            *o = to_int8_prepared(max, p, zp, floor);
         }
     }
 }

@@ -94,7 +94,13 @@ fn widen<const AB: usize>(x: u32) -> u32 {
 
 /// One chunk's `U` pairs `AB` of output channel `o` from its 9 taps' words.
 #[inline(always)]
-fn weight_chunk<const AB: usize>(words: &[u32; 9], u: &mut [u32], chunks: usize, k: usize, o: usize) {
+fn weight_chunk<const AB: usize>(
+    words: &[u32; 9],
+    u: &mut [u32],
+    chunks: usize,
+    k: usize,
+    o: usize,
+) {
     let g: [u32; 9] = words.map(widen::<AB>);
     // G'' g: columns kx of the 3x3 (rows ky), giving 4 rows.
     let h: [[u32; 4]; 3] = core::array::from_fn(|kx| g2([g[kx], g[3 + kx], g[6 + kx]]));
@@ -133,8 +139,9 @@ fn input_chunk<const AB: usize>(
 }
 
 /// `U` for output channels `co` and `co + 1` of a layer with `CIN` input
-/// channels (a multiple of 4) into `u` ([`block_words`] words).
-#[inline(always)]
+/// channels (a multiple of 4) into `u` ([`block_words`] words). Not inlined,
+/// like [`input_pair`]: the row loop keeps its registers for the sums.
+#[inline(never)]
 pub fn weight_pair<const CIN: usize>(l: &LayerView<'_>, co: usize, u: &mut [u32]) {
     let chunks = CIN / 4;
     let u = &mut u[..block_words(CIN)];
@@ -152,7 +159,7 @@ pub fn weight_pair<const CIN: usize>(l: &LayerView<'_>, co: usize, u: &mut [u32]
 /// `V` for the tile pair whose first pool output is column `tx` of pool row
 /// `py` (tiles `tx`, `tx + 1`) into `v` ([`block_words`] words). `input` as
 /// in [`super::Kernels::conv_pool_row`]; padding is the input zero point.
-#[inline(always)]
+#[inline(never)]
 pub fn input_pair<const CIN: usize>(
     l: &LayerView<'_>,
     input: &[i8],
