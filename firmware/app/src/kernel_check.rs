@@ -13,7 +13,7 @@
 //! `firmware/boards/an386`. The Pico 2's core (Cortex-M33) runs the same
 //! suite on QEMU's `mps2-an505` (`boards/an505`).
 use cortex_m_semihosting::{debug, hprintln};
-use facemark_core::kernels::CortexMDsp;
+use facemark_core::kernels::{CortexMDsp, CortexMDspDirect};
 use facemark_core::testkit::{Scratch, check, check_requant};
 
 /// Random layers per conv input channel count, and dense layers.
@@ -28,19 +28,27 @@ static mut SCRATCH: Scratch = Scratch::new();
 pub fn run(board: &str) -> ! {
     // SAFETY: the only reference to the static, made once here.
     let scratch = unsafe { &mut *core::ptr::addr_of_mut!(SCRATCH) };
+    // The tier (Winograd convolution where it fits), then its direct
+    // kernels alone, which it falls back to where it does not.
+    let direct = check::<CortexMDspDirect>(SEED, CASES, scratch);
+    hprintln!("kernel-check on {}: {}", board, direct);
     let r = check::<CortexMDsp>(SEED, CASES, scratch);
     let (requant, requant_differed) = check_requant(SEED, REQUANT_CASES);
     hprintln!("kernel-check on {}: {}", board, r);
     hprintln!(
         "kernel-check: conv rows {} differing {}; dense layers {} differing {}; to_int8 {} differing {}",
-        r.conv_rows,
-        r.conv_differed + r.refused,
-        r.dense_layers,
-        r.dense_differed,
+        r.conv_rows + direct.conv_rows,
+        r.conv_differed + r.refused + direct.conv_differed + direct.refused,
+        r.dense_layers + direct.dense_layers,
+        r.dense_differed + direct.dense_differed,
         requant,
         requant_differed
     );
-    let ok = r.passed() && requant_differed == 0 && r.conv_specialised > 0 && r.int4_layers > 0;
+    let ok = r.passed()
+        && direct.passed()
+        && requant_differed == 0
+        && r.conv_specialised > 0
+        && r.int4_layers > 0;
     debug::exit(if ok {
         debug::EXIT_SUCCESS
     } else {

@@ -118,7 +118,8 @@ pub struct BoardReport {
     pub cost_unit: String,
     pub note: String,
     pub inferences: usize,
-    /// Every inference's total (they should be equal).
+    /// Every inference's total (they differ by a few thousand: the
+    /// requantization's short paths depend on the data).
     pub totals: Vec<u64>,
     pub instructions_per_inference: u64,
     pub layers: Vec<LayerCost>,
@@ -141,27 +142,49 @@ fn gradient(k: usize) -> Box<[u8; INPUT_LEN]> {
     img
 }
 
-/// Target directory of the portable-kernel build (kept apart, so the two
-/// builds do not rebuild each other).
-const PORTABLE_TARGET_DIR: &str = "target/portable-kernels";
+/// The peers `bench board --peer` builds beside the board's own firmware:
+/// each its cargo features and its own target directory (so the builds do
+/// not rebuild each other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// The DSP kernels with direct convolution only (issue 6's), which the
+    /// Winograd convolution is measured against.
+    DirectDsp,
+    /// The portable reference kernels.
+    Portable,
+}
 
-/// Builds the board's firmware with the portable reference kernels; its ELF.
-pub fn portable_elf(machine: Machine) -> Result<PathBuf> {
-    let dir = crate::board::qemu::firmware_dir().join(PORTABLE_TARGET_DIR);
+impl Peer {
+    fn cargo_features(self) -> &'static [&'static str] {
+        match self {
+            Peer::DirectDsp => &["--no-default-features", "--features", "dsp-direct"],
+            Peer::Portable => &["--no-default-features"],
+        }
+    }
+    fn target_dir(self) -> &'static str {
+        match self {
+            Peer::DirectDsp => "target/direct-dsp-kernels",
+            Peer::Portable => "target/portable-kernels",
+        }
+    }
+    pub fn describe(self) -> &'static str {
+        match self {
+            Peer::DirectDsp => "the DSP kernels with direct convolution",
+            Peer::Portable => "the portable reference kernels",
+        }
+    }
+}
+
+/// Builds the board's firmware as `peer`; its ELF.
+pub fn peer_elf(machine: Machine, peer: Peer) -> Result<PathBuf> {
+    let dir = crate::board::qemu::firmware_dir().join(peer.target_dir());
     let dir = dir.to_string_lossy();
-    crate::board::qemu::build_board(
-        machine,
-        &[
-            "build",
-            "--release",
-            "--no-default-features",
-            "--target-dir",
-            &dir,
-        ],
-        None,
-    )?;
+    let mut args = vec!["build", "--release"];
+    args.extend_from_slice(peer.cargo_features());
+    args.extend_from_slice(&["--target-dir", &dir]);
+    crate::board::qemu::build_board(machine, &args, None)?;
     Ok(crate::board::qemu::firmware_dir()
-        .join(PORTABLE_TARGET_DIR)
+        .join(peer.target_dir())
         .join(machine.target())
         .join("release")
         .join(format!("facemark-{}", machine.name())))

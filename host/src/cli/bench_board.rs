@@ -2,7 +2,7 @@
 //! `facemark bench board`: the firmware on the emulated board (instructions
 //! per inference, per layer and per MAC; flash and RAM).
 
-use crate::bench::board::{BoardReport, measure, portable_elf};
+use crate::bench::board::{BoardReport, Peer, measure, peer_elf};
 use crate::board::grouped;
 use crate::board::qemu::{Machine, board_elf};
 use anyhow::{Context, Result, ensure};
@@ -33,9 +33,11 @@ pub struct BenchBoardArgs {
     /// Seconds to wait for each answer.
     #[arg(long, default_value_t = 300.0)]
     pub timeout: f64,
-    /// Also build the firmware with the portable reference kernels
-    /// (`--no-default-features`, in its own target directory) and measure
-    /// it in the same run, as the peer the DSP kernels are compared with.
+    /// Also build the firmware with the DSP kernels' direct convolution
+    /// (`--features dsp-direct`) and with the portable reference kernels
+    /// (`--no-default-features`), each in its own target directory, and
+    /// measure them in the same run: the peers the Winograd convolution
+    /// and the DSP kernels are compared with.
     #[arg(long)]
     pub peer: bool,
     /// Print JSON.
@@ -62,33 +64,40 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
     }
     let model = model_path(a);
     let report = measure(&elf, a.machine, a.images, &model, timeout)?;
-    let peer = if a.peer {
-        eprintln!("building the firmware with the portable kernels (the peer) ...");
-        let peer_elf = portable_elf(a.machine)?;
-        if !a.json {
-            eprintln!("booting {} (qemu -icount shift=0) ...", peer_elf.display());
+    let mut peers = Vec::new();
+    if a.peer {
+        for peer in [Peer::DirectDsp, Peer::Portable] {
+            eprintln!(
+                "building the firmware with {} (a peer) ...",
+                peer.describe()
+            );
+            let peer_elf = peer_elf(a.machine, peer)?;
+            if !a.json {
+                eprintln!("booting {} (qemu -icount shift=0) ...", peer_elf.display());
+            }
+            peers.push(measure(&peer_elf, a.machine, a.images, &model, timeout)?);
         }
-        Some(measure(&peer_elf, a.machine, a.images, &model, timeout)?)
-    } else {
-        None
-    };
+    }
     if a.json {
         #[derive(Serialize)]
         struct Out<'r> {
             #[serde(flatten)]
             report: &'r BoardReport,
+            /// The same firmware with the DSP kernels' direct convolution.
+            direct_dsp_peer: Option<&'r BoardReport>,
             /// The same firmware with the portable reference kernels.
             portable_peer: Option<&'r BoardReport>,
         }
         let out = Out {
             report: &report,
-            portable_peer: peer.as_ref(),
+            direct_dsp_peer: peers.first(),
+            portable_peer: peers.get(1),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_report(&report, &model);
-        if let Some(p) = &peer {
-            print_peer(&report, p);
+        if let [direct, portable] = &peers[..] {
+            print_peers(&report, direct, portable);
         }
     }
     Ok(())
@@ -101,33 +110,59 @@ fn model_path(a: &BenchBoardArgs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(a.machine.model_file()))
 }
 
-/// The DSP build against the portable build, per layer, as ratios.
-fn print_peer(dsp: &BoardReport, portable: &BoardReport) {
+/// The board's build against its peers, per layer, with instructions per
+/// MAC and ratios.
+fn print_peers(own: &BoardReport, direct: &BoardReport, portable: &BoardReport) {
     println!();
-    println!("peer: the same firmware with the portable reference kernels, measured in this run");
     println!(
-        "{:<7} {:>15} {:>15} {:>12}",
-        "layer", "DSP", "portable", "DSP/portable"
+        "peers: the same firmware with {} and with {}, measured in this run",
+        Peer::DirectDsp.describe(),
+        Peer::Portable.describe()
+    );
+    println!(
+        "{:<7} {:>12} {:>7} {:>12} {:>7} {:>12} {:>7} {:>10} {:>10}",
+        "layer",
+        "winograd",
+        "/MAC",
+        "direct DSP",
+        "/MAC",
+        "portable",
+        "/MAC",
+        "/direct",
+        "/portable"
     );
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    for (d, p) in dsp.layers.iter().zip(&portable.layers) {
+    let row = |name: &str, w: u64, d: u64, p: u64, macs: u64| {
+        let per = |x: u64| x as f64 / macs as f64;
         println!(
-            "{:<7} {:>15} {:>15} {:>11.3}x",
-            d.layer,
-            grouped(d.instructions.into()),
-            grouped(p.instructions.into()),
-            ratio(f64::from(d.instructions), f64::from(p.instructions))
+            "{:<7} {:>12} {:>7.3} {:>12} {:>7.3} {:>12} {:>7.3} {:>9.3}x {:>9.3}x",
+            name,
+            grouped(w),
+            per(w),
+            grouped(d),
+            per(d),
+            grouped(p),
+            per(p),
+            ratio(w as f64, d as f64),
+            ratio(w as f64, p as f64)
+        );
+    };
+    for ((w, d), p) in own.layers.iter().zip(&direct.layers).zip(&portable.layers) {
+        row(
+            &w.layer.to_string(),
+            w.instructions.into(),
+            d.instructions.into(),
+            p.instructions.into(),
+            w.macs as u64,
         );
     }
-    println!(
-        "{:<7} {:>15} {:>15} {:>11.3}x",
+    let macs = own.layers.iter().map(|l| l.macs as u64).sum();
+    row(
         "total",
-        grouped(dsp.instructions_per_inference),
-        grouped(portable.instructions_per_inference),
-        ratio(
-            dsp.instructions_per_inference as f64,
-            portable.instructions_per_inference as f64
-        )
+        own.instructions_per_inference,
+        direct.instructions_per_inference,
+        portable.instructions_per_inference,
+        macs,
     );
 }
 

@@ -606,6 +606,40 @@ fn winograd_row(
     }
 }
 
+/// The same tier with direct convolution only (issue 6's kernels, which
+/// [`CortexMDsp`] falls back to): the peer `facemark bench board --peer`
+/// measures Winograd against, and the on-target suite checks on its own.
+pub struct CortexMDspDirect;
+
+impl Kernels for CortexMDspDirect {
+    const NAME: &'static str = "cortex-m-dsp-direct";
+
+    fn specialised(layer: &Layer) -> bool {
+        CortexMDsp::specialised(layer)
+    }
+
+    fn conv_pool_row(
+        l: &LayerView<'_>,
+        input: &[i8],
+        first_row: usize,
+        py: usize,
+        out: &mut [i8],
+        _scratch: &mut [i8],
+    ) {
+        match l.layer.in_ch {
+            16 => conv_row::<16>(l, input, first_row, py, out),
+            32 => conv_row::<32>(l, input, first_row, py, out),
+            64 => conv_row::<64>(l, input, first_row, py, out),
+            1 => single_channel_row(l, input, first_row, py, out),
+            _ => Portable::conv_pool_row(l, input, first_row, py, out, &mut []),
+        }
+    }
+
+    fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {
+        CortexMDsp::dense(l, input, out)
+    }
+}
+
 impl Kernels for CortexMDsp {
     const NAME: &'static str = "cortex-m-dsp";
 
@@ -624,13 +658,7 @@ impl Kernels for CortexMDsp {
         if l.layer.in_ch > 1 && winograd_row(l, input, first_row, py, out, scratch) {
             return;
         }
-        match l.layer.in_ch {
-            16 => conv_row::<16>(l, input, first_row, py, out),
-            32 => conv_row::<32>(l, input, first_row, py, out),
-            64 => conv_row::<64>(l, input, first_row, py, out),
-            1 => single_channel_row(l, input, first_row, py, out),
-            _ => Portable::conv_pool_row(l, input, first_row, py, out, &mut []),
-        }
+        CortexMDspDirect::conv_pool_row(l, input, first_row, py, out, scratch)
     }
 
     fn dense(l: &LayerView<'_>, input: &[i8], out: &mut [i32]) {

@@ -6,7 +6,8 @@
 //! | tier | file | where |
 //! |---|---|---|
 //! | [`Portable`] | `portable.rs` | everywhere: the reference |
-//! | `CortexMDsp` | `cortex_m.rs` | Cortex-M4/M7/M33 (feature `cortex-m-dsp`, chosen at compile time) |
+//! | `CortexMDsp` | `cortex_m.rs` | Cortex-M4/M7/M33 (feature `cortex-m-dsp`, chosen at compile time): Winograd F(2x2, 3x3) convolution (`winograd.rs`), direct where it does not fit |
+//! | `CortexMDspDirect` | `cortex_m.rs` | the same with direct convolution only (feature `cortex-m-dsp-direct`): Winograd's peer |
 //! | `Avx2`, `Avx512Vnni` | `x86_64.rs` | x86-64 with feature `std` (detected at run time) |
 //! | `Neon`, `NeonDot` | `aarch64.rs` | aarch64 (NEON always; SDOT detected at run time with `std`, or at compile time with `+dotprod`) |
 //!
@@ -31,7 +32,7 @@ pub mod winograd;
 #[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]
 mod cortex_m;
 #[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]
-pub use cortex_m::CortexMDsp;
+pub use cortex_m::{CortexMDsp, CortexMDspDirect};
 
 #[cfg(all(target_arch = "x86_64", feature = "std"))]
 mod x86_64;
@@ -227,10 +228,23 @@ pub fn detected() -> Tier {
 }
 
 /// The kernels this build uses. On bare metal a compile-time choice: the
-/// DSP kernels on Cortex-M with feature `cortex-m-dsp`, else portable. With
-/// `std`, [`Dispatch`]: the tier [`detected`] once per process.
-#[cfg(all(target_arch = "arm", feature = "cortex-m-dsp", not(feature = "std")))]
+/// DSP kernels on Cortex-M with feature `cortex-m-dsp` (with Winograd
+/// convolution; direct convolution only with `cortex-m-dsp-direct`, the
+/// benchmark's peer), else portable. With `std`, [`Dispatch`]: the tier
+/// [`detected`] once per process.
+#[cfg(all(
+    target_arch = "arm",
+    feature = "cortex-m-dsp",
+    not(feature = "cortex-m-dsp-direct"),
+    not(feature = "std")
+))]
 pub type Selected = CortexMDsp;
+#[cfg(all(
+    target_arch = "arm",
+    feature = "cortex-m-dsp-direct",
+    not(feature = "std")
+))]
+pub type Selected = CortexMDspDirect;
 #[cfg(feature = "std")]
 pub type Selected = Dispatch;
 #[cfg(not(any(all(target_arch = "arm", feature = "cortex-m-dsp"), feature = "std")))]
