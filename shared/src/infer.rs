@@ -158,6 +158,27 @@ fn run_conv<K: Kernels>(lv: &LayerView<'_>, arena: &mut Arena, p: Placement) {
     }
 }
 
+/// The free arena bytes [`run_conv`] hands conv layer `i`'s pool row `py`
+/// as `scratch` (a model of the kernels' memory, for `facemark bench xip`;
+/// a test holds it to what `run_conv` does).
+pub fn conv_scratch_len(i: usize, py: usize) -> usize {
+    let l = LAYERS[i];
+    let p = PLACEMENTS[i];
+    let (in_len, in_row, out_row) = (l.in_len(), l.in_side * l.in_ch, l.out_side() * l.out_ch);
+    let row_off = p.out_off + py * out_row;
+    if !p.overlaps(&l) && p.out_off > p.in_off {
+        p.out_off - (p.in_off + in_len)
+    } else if !p.overlaps(&l) {
+        p.in_off - (row_off + out_row)
+    } else if p.out_off < p.in_off {
+        let first_row = (2 * py).saturating_sub(1);
+        p.in_off + first_row * in_row - (row_off + out_row)
+    } else {
+        let avail = (row_off - p.in_off).min(in_len);
+        row_off - p.in_off - ((2 * py + 3) * in_row).min(avail)
+    }
+}
+
 fn run_dense<K: Kernels>(lv: &LayerView<'_>, arena: &mut Arena, p: Placement) {
     let l = lv.layer;
     let mut acc = [0i32; MAX_DENSE_OUT];
@@ -208,5 +229,100 @@ pub fn infer_on(
         #[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]
         Tier::CortexMDsp => infer_with::<CortexMDsp>(model, image, arena, none),
         _ => infer_with::<Portable>(model, image, arena, none),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::kernels::Kernels;
+    use crate::network::{LAYER_COUNT, Layer};
+    use std::sync::Mutex;
+    use std::vec::Vec;
+
+    /// What each conv row was handed: (row, scratch bytes).
+    static SEEN: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+    struct Probe;
+    impl Kernels for Probe {
+        const NAME: &'static str = "probe";
+        /// Checks the input rows the row reads still hold their marks
+        /// (row r: r + 1), marks its output row (py + 1) and scribbles
+        /// over all of `scratch`.
+        fn conv_pool_row(
+            l: &LayerView<'_>,
+            input: &[i8],
+            first_row: usize,
+            py: usize,
+            out: &mut [i8],
+            scratch: &mut [i8],
+        ) {
+            let (side, in_row) = (l.layer.in_side, l.layer.in_side * l.layer.in_ch);
+            for r in (2 * py).saturating_sub(1)..(2 * py + 3).min(side) {
+                let row = &input[(r - first_row) * in_row..][..in_row];
+                assert!(
+                    row.iter().all(|&x| x == mark(r)),
+                    "input row {r} overwritten"
+                );
+            }
+            out.fill(mark(py));
+            scratch.fill(-1);
+            SEEN.lock().unwrap().push((py, scratch.len()));
+        }
+        fn dense(_: &LayerView<'_>, _: &[i8], _: &mut [i32]) {}
+        fn specialised(_: &Layer) -> bool {
+            true
+        }
+    }
+
+    fn mark(row: usize) -> i8 {
+        (row % 120) as i8 + 1
+    }
+
+    #[test]
+    fn conv_rows_get_the_free_arena_bytes_the_model_says() {
+        let mut arena = std::boxed::Box::new([0i8; ARENA_LEN]);
+        for i in (0..LAYER_COUNT).filter(|&i| LAYERS[i].is_conv()) {
+            let l = LAYERS[i];
+            let c = l.out_ch;
+            let (zero, mult) = (std::vec![0u8; 4 * c], [0, 0, 0, 0x40].repeat(c));
+            let shift = 10i32.to_le_bytes().repeat(c);
+            let weights = std::vec![0i8; l.weight_len()];
+            let view =
+                LayerView::from_parts(l, 0, 0, &zero, &mult, &shift, &weights).expect("valid");
+            let p = PLACEMENTS[i];
+            let in_row = l.in_side * l.in_ch;
+            for (r, row) in arena[p.in_off..p.in_off + l.in_len()]
+                .chunks_exact_mut(in_row)
+                .enumerate()
+            {
+                row.fill(mark(r));
+            }
+            SEEN.lock().unwrap().clear();
+            run_conv::<Probe>(&view, &mut arena, p);
+            let seen = SEEN.lock().unwrap().clone();
+            // Every output row kept its mark: no later row's scratch or
+            // output ran over it.
+            let out_row = l.out_side() * l.out_ch;
+            for (py, row) in arena[p.out_off..p.out_off + l.out_len()]
+                .chunks_exact(out_row)
+                .enumerate()
+            {
+                assert!(
+                    row.iter().all(|&x| x == mark(py)),
+                    "layer {i}: output row {py} overwritten"
+                );
+            }
+            assert_eq!(seen.len(), l.out_side(), "layer {i}");
+            for (py, len) in seen {
+                assert_eq!(len, conv_scratch_len(i, py), "layer {i} row {py}");
+            }
+        }
+        // Conv 2 (bottom-up over a full arena) has none at its last row and
+        // most at its first; conv 4 has the gap between its maps.
+        assert_eq!(conv_scratch_len(1, LAYERS[1].out_side() - 1), 0);
+        assert!(conv_scratch_len(1, 0) > 16_000);
+        assert!(conv_scratch_len(3, 0) > 20_000);
     }
 }

@@ -674,6 +674,9 @@ pub struct Model<'a> {
     weight_types: [WeightType; LAYER_COUNT],
     /// Where each section starts.
     starts: [usize; LAYER_COUNT],
+    /// Layers whose stored weights are read from a copy in other memory
+    /// ([`Model::with_weights_in`]) rather than from `bytes`.
+    copies: [Option<&'a [u8]>; LAYER_COUNT],
 }
 
 fn reserved_nonzero(bytes: &[u8], r: Range<usize>) -> Option<ModelError> {
@@ -866,7 +869,53 @@ impl<'a> Model<'a> {
             bytes,
             weight_types,
             starts,
+            copies: [None; LAYER_COUNT],
         })
+    }
+
+    /// Stored weight bytes of the layers `layers` (what
+    /// [`with_weights_in`](Self::with_weights_in) copies).
+    pub fn weight_bytes(&self, layers: Range<usize>) -> usize {
+        layers
+            .filter(|&i| i < LAYER_COUNT)
+            .map(|i| self.weight_types[i].weight_bytes(&LAYERS[i]))
+            .sum()
+    }
+
+    /// This model with the stored weights of `layers` copied into `buf`
+    /// and read from there: a board whose file sits in slow memory (the
+    /// Pico 2 reads flash through a 16 KB cache) puts the weights it reads
+    /// again and again in SRAM. The copy is compared with the file, so
+    /// every check [`parse`](Self::parse) made still holds. `None` when
+    /// `buf` holds fewer than [`weight_bytes`](Self::weight_bytes) or a
+    /// layer is out of the table.
+    pub fn with_weights_in(self, layers: Range<usize>, buf: &'a mut [u8]) -> Option<Model<'a>> {
+        if layers.end > LAYER_COUNT || buf.len() < self.weight_bytes(layers.clone()) {
+            return None;
+        }
+        let mut at = 0;
+        for i in layers.clone() {
+            let w = &self.bytes[self.section(i).weights];
+            buf[at..at + w.len()].copy_from_slice(w);
+            at += w.len();
+        }
+        let buf: &'a [u8] = buf;
+        let mut m = self;
+        let mut at = 0;
+        for i in layers {
+            let w = &self.bytes[self.section(i).weights];
+            let copy = &buf[at..at + w.len()];
+            if copy != w {
+                return None;
+            }
+            m.copies[i] = Some(copy);
+            at += w.len();
+        }
+        Some(m)
+    }
+
+    fn section(&self, i: usize) -> Section {
+        Section::new(&LAYERS[i], self.weight_types[i], self.starts[i])
     }
 
     /// The checked bytes.
@@ -891,9 +940,9 @@ impl<'a> Model<'a> {
 
     /// Layer `i` of [`LAYERS`] (`i < LAYER_COUNT`).
     pub fn layer(&self, i: usize) -> LayerView<'a> {
-        let sec = &Section::new(&LAYERS[i], self.weight_types[i], self.starts[i]);
+        let sec = &self.section(i);
         let b = self.bytes;
-        let stored = &b[sec.weights.clone()];
+        let stored = self.copies[i].unwrap_or(&b[sec.weights.clone()]);
         let (weights, packed): (&[i8], &[u8]) = match sec.weight_type {
             WeightType::Int8 => (bytemuck::cast_slice(stored), &[]),
             WeightType::Int4 => (&[], stored),

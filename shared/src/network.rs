@@ -104,6 +104,27 @@ pub const LAYERS: [Layer; 6] = [
     Layer::dense(256, OUTPUTS, false),
 ];
 pub const LAYER_COUNT: usize = LAYERS.len();
+
+/// The conv layers lead the table: `0..CONV_LAYERS`.
+pub const CONV_LAYERS: usize = {
+    let mut i = 0;
+    while i < LAYER_COUNT && LAYERS[i].is_conv() {
+        i += 1;
+    }
+    i
+};
+
+/// Bytes of the conv layers' weights (int8, one byte each): what a board
+/// copies to SRAM to keep them out of a small flash cache.
+pub const CONV_WEIGHT_BYTES: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < CONV_LAYERS {
+        n += LAYERS[i].weight_len();
+        i += 1;
+    }
+    n
+};
 /// Index of the layer that the training-time channel dropout precedes.
 pub const DROPOUT2D_BEFORE: usize = 4;
 /// Channel-dropout probability while training.

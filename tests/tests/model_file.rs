@@ -551,3 +551,45 @@ fn the_int4_model_is_smaller_by_half_of_dense_1() {
     assert_eq!(f8.len() - f4.len(), LAYERS[4].weight_len() / 2);
     assert!(f4.len() < 1_000_000 - 200_000, "{} bytes", f4.len());
 }
+
+#[test]
+fn weights_copied_to_other_memory_give_the_same_inference() {
+    use facemark_core::network::{CONV_LAYERS, CONV_WEIGHT_BYTES, INPUT_LEN};
+    for (_, f) in [valid_file(), int4_file(true)] {
+        let m = Model::parse(&f).unwrap();
+        assert_eq!(m.weight_bytes(0..CONV_LAYERS), CONV_WEIGHT_BYTES);
+        // Too small a buffer, or layers out of the table: refused.
+        let mut small = vec![0u8; CONV_WEIGHT_BYTES - 1];
+        assert!(m.with_weights_in(0..CONV_LAYERS, &mut small).is_none());
+        let mut none = vec![];
+        assert!(m.with_weights_in(0..LAYER_COUNT + 1, &mut none).is_none());
+        // The conv weights, and every layer's (int4 ones packed), copied.
+        for layers in [0..CONV_LAYERS, 0..LAYER_COUNT] {
+            let mut buf = vec![0x5au8; m.weight_bytes(layers.clone())];
+            let range = buf.as_ptr_range();
+            let copied = m.with_weights_in(layers.clone(), &mut buf).unwrap();
+            for i in 0..LAYER_COUNT {
+                let (a, b) = (m.layer(i), copied.layer(i));
+                let stored = |v: &facemark_core::model::LayerView<'_>| {
+                    v.packed()
+                        .map_or(v.weights().as_ptr() as *const u8, |p| p.as_ptr())
+                };
+                assert_eq!(
+                    range.contains(&stored(&b)),
+                    layers.contains(&i),
+                    "layer {i} read from the copy"
+                );
+                assert_eq!(a.weights(), b.weights());
+                assert_eq!(a.packed(), b.packed());
+            }
+            let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+            for _ in 0..2 {
+                let image: Box<[u8; INPUT_LEN]> = Box::new(core::array::from_fn(|_| rng.random()));
+                let mut arena = Box::new([0i8; facemark_core::network::ARENA_LEN]);
+                let want = facemark_core::infer(&m, &image, &mut arena);
+                let got = facemark_core::infer(&copied, &image, &mut arena);
+                assert_eq!(want.unit, got.unit);
+            }
+        }
+    }
+}

@@ -27,11 +27,41 @@ where
     B: facemark_serve::Board,
     L: facemark_serve::Link<Error = core::convert::Infallible>,
 {
+    run_with_weights_in(board, link, halt, 0..0, &mut [])
+}
+
+/// As [`run`], with the stored weights of `layers` copied into `copy` at
+/// boot and read from there (the Pico 2 puts its conv weights in SRAM:
+/// its flash is read through a 16 KB cache, which they overflow).
+pub fn run_with_weights_in<B, L>(
+    board: B,
+    link: &mut L,
+    halt: fn() -> !,
+    layers: core::ops::Range<usize>,
+    copy: &'static mut [u8],
+) -> !
+where
+    B: facemark_serve::Board,
+    L: facemark_serve::Link<Error = core::convert::Infallible>,
+{
     // SAFETY: `run` is called once, from the entry point, and never returns:
     // this is the only reference to ARENA ever made.
     let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
     let model_file = facemark_model::file();
     let mut server = Server::new(board, model_file, arena);
+    if !layers.is_empty() {
+        let n = copy.len();
+        if server.read_weights_from(layers.clone(), copy) {
+            defmt::info!(
+                "weights of layers {=usize}..{=usize} read from RAM ({=usize} bytes)",
+                layers.start,
+                layers.end,
+                n
+            );
+        } else {
+            defmt::warn!("weights stay in flash: no model, or {=usize} bytes are too few", n);
+        }
+    }
     match server.model() {
         Ok(m) => defmt::info!(
             "{} {}: model ok, {=usize} bytes, hash {=u32:08x}",

@@ -11,6 +11,7 @@
 pub mod board;
 pub mod host;
 pub mod pi;
+pub mod xip;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -37,6 +37,10 @@ pub enum BenchCommand {
     /// The Raspberry Pi binary's instructions per inference against tract's,
     /// both built for aarch64 and counted under qemu-aarch64 (Pi 4 and Pi 5 cores).
     Pi(crate::cli::bench_pi::BenchPiArgs),
+    /// The Pico 2's flash traffic: bytes read from QSPI flash per inference
+    /// through its XIP cache, modelled from the kernels' access patterns
+    /// (direct and Winograd convolution, conv weights in flash or in SRAM).
+    Xip(crate::cli::bench_xip::BenchXipArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,6 +83,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchCommand::Host(a) => crate::cli::bench_host::run(a),
         BenchCommand::Board(a) => crate::cli::bench_board::run(a),
         BenchCommand::Pi(a) => crate::cli::bench_pi::run(a),
+        BenchCommand::Xip(a) => crate::cli::bench_xip::run(a),
     }
 }
 

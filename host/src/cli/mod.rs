@@ -5,6 +5,7 @@ mod bench;
 mod bench_board;
 mod bench_host;
 mod bench_pi;
+mod bench_xip;
 mod board;
 mod demo;
 mod eval;

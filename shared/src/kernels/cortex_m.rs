@@ -450,11 +450,11 @@ fn dense_int4(l: &LayerView<'_>, packed: &[u8], input: &[i8], out: &mut [i32]) {
     }
 }
 
-/// Words of the stack buffer the Winograd rows use beside the free arena
-/// bytes (conv 2 runs bottom-up over a full arena; conv 3 holds its weight
-/// block here): the direct kernel's widened window, whose frame this one
-/// replaces (both `inline(never)`), so the stack peak stays where it was.
-const WINOGRAD_STACK_WORDS: usize = MAX_WINDOW_WORDS;
+/// The Winograd rows' stack buffer (`winograd::STACK_WORDS`): the direct
+/// kernel's widened window, whose frame it replaces (both `inline(never)`),
+/// so the stack peak stays where it was.
+const WINOGRAD_STACK_WORDS: usize = winograd::STACK_WORDS;
+const _: () = assert!(WINOGRAD_STACK_WORDS == MAX_WINDOW_WORDS);
 
 /// One position of the Winograd sums: `CHUNKS` steps of two LDMs (4 pairs
 /// of `U`, 4 of `V`) and 8 SMLADs, 10 instructions for 16 products (the

@@ -24,9 +24,7 @@ use crate::network::{LAYERS, Layer, LayerKind};
 mod portable;
 pub use portable::Portable;
 
-#[cfg(any(test, all(target_arch = "arm", feature = "cortex-m-dsp")))]
 mod dsp;
-#[cfg(any(test, all(target_arch = "arm", feature = "cortex-m-dsp")))]
 pub mod winograd;
 
 #[cfg(all(target_arch = "arm", feature = "cortex-m-dsp"))]

@@ -59,6 +59,11 @@ pub const fn block_words(cin: usize) -> usize {
 /// Words `M` holds.
 pub const M_WORDS: usize = 64;
 
+/// Words of the stack buffer the Cortex-M tier gives a row beside the free
+/// arena bytes: the size of the direct kernel's widened window (4 x 6
+/// pixels x 64 channels as int16 pairs), whose frame it replaces.
+pub const STACK_WORDS: usize = 4 * 6 * 64 / 2;
+
 /// The 4-point transforms, on pairs.
 #[inline(always)]
 fn bt(d: [u32; 4]) -> [u32; 4] {
@@ -209,7 +214,6 @@ pub fn input_pair<const CIN: usize>(
 
 /// `M` of an output-channel pair's `u` and a tile pair's `v`, in plain Rust
 /// (the Cortex-M tier runs the same sums in assembly).
-#[cfg_attr(all(target_arch = "arm", feature = "cortex-m-dsp"), allow(dead_code))]
 pub fn sums<const CIN: usize>(u: &[u32], v: &[u32], m: &mut [i32; M_WORDS]) {
     use super::dsp::smlad;
     let chunks = CIN / 4;
@@ -281,7 +285,7 @@ pub fn fits(layer: &Layer) -> bool {
 /// at a time) go, of two free regions (the arena's and a stack buffer):
 /// the choice that holds the most tile pairs, since each group of them
 /// transforms every output channel's weights again.
-fn plan(block: usize, pairs: usize, arena: usize, stack: usize) -> Option<(bool, bool, usize)> {
+pub fn plan(block: usize, pairs: usize, arena: usize, stack: usize) -> Option<(bool, bool, usize)> {
     // (U in the arena, V in the arena, tile pairs a group)
     let options = [
         (true, true, (arena / block).saturating_sub(1)),

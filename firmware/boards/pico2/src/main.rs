@@ -7,6 +7,7 @@
 use core::convert::Infallible;
 
 use defmt_rtt as _;
+use facemark_core::network::{CONV_LAYERS, CONV_WEIGHT_BYTES};
 use facemark_serve::{Board, Event, Link};
 use rp235x_hal as hal;
 
@@ -105,8 +106,15 @@ fn main() -> ! {
         defmt::error!("uart setup failed");
         halt()
     };
-    facemark_app::run(Pico2, &mut Uart(uart), halt)
+    // SAFETY: the only reference to the static, made once here.
+    let copy = unsafe { &mut *core::ptr::addr_of_mut!(CONV_WEIGHTS) };
+    facemark_app::run_with_weights_in(Pico2, &mut Uart(uart), halt, 0..CONV_LAYERS, copy)
 }
+
+/// The conv layers' weights in SRAM (95 KiB of the 520 KiB): flash is read
+/// through a 16 KB XIP cache, and the conv kernels read these weights once
+/// per group of output tiles (`facemark bench xip` models the bytes).
+static mut CONV_WEIGHTS: [u8; CONV_WEIGHT_BYTES] = [0; CONV_WEIGHT_BYTES];
 
 /// Stops here for good (a debugger can look around).
 pub fn halt() -> ! {
