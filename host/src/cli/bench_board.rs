@@ -1,6 +1,5 @@
-//! `facemark bench ...`: each benchmark's flags and its report.
 //! `facemark bench board`: the firmware on the emulated board (instructions
-//! per inference, per layer and per MAC; flash and RAM).
+//! per inference, per layer and per MAC; flash and RAM), with its peers.
 
 use crate::bench::board::{BoardReport, Peer, measure, peer_elf};
 use crate::board::grouped;

@@ -1,5 +1,7 @@
 //! Training: the seed network trained with burn on Kaggle-format data (the
-//! run directory, the fit loop, resume; `cli::train` holds the flags).
+//! run directory, the fit loop, resume). The recipe is [`TrainConfig`]
+//! (`config.rs`), which is also `facemark train`'s flags; the loop reports
+//! through [`TrainEvent`]s and never prints.
 //!
 //! `TrainConfig::default()` is the seed recipe: Adam (PyTorch's epsilon),
 //! masked MSE on [-1, 1] coordinates, no augmentation, constant learning
