@@ -236,10 +236,18 @@ mod tests {
         let conv4 = layout.sections[3].weights.len() as u64;
         assert!(direct[3] >= 18 * conv4, "{}", direct[3]);
         assert_eq!(winograd_passes(3), Some(6));
-        assert!(flash[3] >= 6 * conv4 && flash[3] < direct[3] / 2, "{}", flash[3]);
+        assert!(
+            flash[3] >= 6 * conv4 && flash[3] < direct[3] / 2,
+            "{}",
+            flash[3]
+        );
         // Conv 3 (18 KB, a little more than the cache): part of it stays.
         let passes = winograd_passes(2).unwrap() as u64;
-        assert!(passes >= 12 && flash[2] < direct[2] / 3, "{passes} {}", flash[2]);
+        assert!(
+            passes >= 12 && flash[2] < direct[2] / 3,
+            "{passes} {}",
+            flash[2]
+        );
         // Conv 2's 4.6 KB stay in the cache; in SRAM nothing of the convs'
         // weights is read, only a few hundred bytes of their parameters.
         assert!(flash[1] < 8 * 1024, "{}", flash[1]);

@@ -2,7 +2,9 @@
 
 use crate::cli::progress::Bars;
 use crate::data::LoadOptions;
-use crate::eval::{compare_table, evaluate, format_table, predictor_for_path};
+use crate::eval::{
+    FlipAveraged, Predictor, compare_table, evaluate, format_table, predictor_for_path,
+};
 use crate::float::net::Backend;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -19,6 +21,11 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Test-time flip averaging (a host-side extra: each face and its
+    /// mirror image, the keypoints averaged; twice the cost, not on the
+    /// board).
+    #[arg(long)]
+    pub flip_average: bool,
     /// burn backend for the float model.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
@@ -41,14 +48,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         "data",
         &bars,
     )?;
-    let pred = predictor_for_path(&args.model, args.backend)?;
-    let m = evaluate(pred.as_ref(), &data, &bars)?;
+    let load = |path: &std::path::Path| -> Result<Box<dyn Predictor>> {
+        let p = predictor_for_path(path, args.backend)?;
+        Ok(if args.flip_average {
+            Box::new(FlipAveraged(p))
+        } else {
+            p
+        })
+    };
+    let m = evaluate(load(&args.model)?.as_ref(), &data, &bars)?;
     let base = match &args.compare {
-        Some(p) => Some(evaluate(
-            predictor_for_path(p, args.backend)?.as_ref(),
-            &data,
-            &bars,
-        )?),
+        Some(p) => Some(evaluate(load(p)?.as_ref(), &data, &bars)?),
         None => None,
     };
     match (&base, args.json) {

@@ -77,6 +77,53 @@ impl Predictor for FloatPredictor {
     }
 }
 
+/// Test-time flip averaging, a host-side extra (issue 14): the mean of a
+/// predictor's keypoints for each image and for its mirror image, mirrored
+/// back (x to -x on the [-1, 1] scale, left and right keypoints swapped).
+/// It doubles the cost, so the board does not do it.
+pub struct FlipAveraged(pub Box<dyn Predictor>);
+
+impl Predictor for FlipAveraged {
+    fn name(&self) -> String {
+        format!("{}, flip-averaged", self.0.name())
+    }
+
+    fn predict(&self, images: &[&[u8]]) -> Result<Vec<[f32; OUTPUTS]>> {
+        let mirrored: Vec<[u8; INPUT_LEN]> = images
+            .iter()
+            .map(|im| {
+                let mut m: [u8; INPUT_LEN] = (*im).try_into().map_err(|_| {
+                    anyhow::anyhow!("an image of {} bytes, not {INPUT_LEN}", im.len())
+                })?;
+                crate::data::augment::flip_image(&mut m);
+                Ok(m)
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&[u8]> = mirrored.iter().map(|m| &m[..]).collect();
+        let (plain, flipped) = (self.0.predict(images)?, self.0.predict(&refs)?);
+        ensure!(
+            plain.len() == images.len() && flipped.len() == images.len(),
+            "{} returned a prediction count that differs from the images'",
+            self.0.name()
+        );
+        Ok(plain
+            .iter()
+            .zip(&flipped)
+            .map(|(p, f)| {
+                let mut back = *f;
+                for x in back.iter_mut().step_by(2) {
+                    *x = -*x;
+                }
+                for &(a, b) in &facemark_core::network::FLIP_PAIRS {
+                    back.swap(2 * a, 2 * b);
+                    back.swap(2 * a + 1, 2 * b + 1);
+                }
+                core::array::from_fn(|k| 0.5 * (p[k] + back[k]))
+            })
+            .collect())
+    }
+}
+
 /// A predictor for a model path, by kind: an int8 model file (`.fmq`, run
 /// with the `shared` kernels exactly as on the board), a burnpack float
 /// checkpoint (`.bpk`, `.mpk`), a run directory, or an ONNX file of the
@@ -300,3 +347,59 @@ pub fn compare_table(a: &Metrics, b: &Metrics) -> String {
 }
 
 const _: () = assert!(INPUT_LEN == 96 * 96);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same keypoints for every image, but x of keypoint 0 follows the
+    /// image's left-right brightness difference (so a mirror image moves it).
+    struct Lopsided;
+    impl Predictor for Lopsided {
+        fn name(&self) -> String {
+            "lopsided".into()
+        }
+        fn predict(&self, images: &[&[u8]]) -> Result<Vec<[f32; OUTPUTS]>> {
+            Ok(images
+                .iter()
+                .map(|im| {
+                    let half = |r: std::ops::Range<usize>| -> f32 {
+                        im.chunks_exact(96)
+                            .map(|row| row[r.clone()].iter().map(|&p| p as f32).sum::<f32>())
+                            .sum()
+                    };
+                    let mut kp = [0f32; OUTPUTS];
+                    kp[0] = (half(0..48) - half(48..96)) / (255.0 * 96.0 * 48.0);
+                    kp[2] = -0.1;
+                    kp[1] = 0.4;
+                    kp
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn flip_averaging_mirrors_back_and_swaps_left_and_right() {
+        // Left half white: the predictor says x0 = 1 on the image and -1 on
+        // its mirror. Mirrored back, the mirror's keypoint 1 (x -0.1, y 0)
+        // is keypoint 0 (x 0.1) and its keypoint 0 (x -1, y 0.4) is
+        // keypoint 1 (x 1).
+        let mut img = vec![0u8; INPUT_LEN];
+        for row in img.chunks_exact_mut(96) {
+            row[..48].fill(255);
+        }
+        let out = FlipAveraged(Box::new(Lopsided)).predict(&[&img]).unwrap();
+        let k = out[0];
+        assert!((k[0] - 0.5 * (1.0 + 0.1)).abs() < 1e-6, "{}", k[0]);
+        assert!((k[2] - 0.5 * (-0.1 + 1.0)).abs() < 1e-6, "{}", k[2]);
+        assert!(
+            (k[1] - 0.2).abs() < 1e-6 && (k[3] - 0.2).abs() < 1e-6,
+            "{k:?}"
+        );
+        assert!(
+            FlipAveraged(Box::new(Lopsided))
+                .predict(&[&img[..100]])
+                .is_err()
+        );
+    }
+}
