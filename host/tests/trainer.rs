@@ -732,3 +732,68 @@ fn skipped_rows_are_reported_through_progress_even_when_split() {
         "{notes:?}"
     );
 }
+
+#[test]
+fn cross_validation_trains_each_fold_and_reports_the_spread() {
+    let all = Dataset {
+        samples: synthetic(12, 31),
+        source: "synthetic".into(),
+        ..Default::default()
+    };
+    let cfg = TrainConfig {
+        train: "synthetic".into(),
+        epochs: 2,
+        batch: 4,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut epochs_seen = Vec::new();
+    let r = facemark::train::cv::cross_validate(
+        &cfg,
+        &all,
+        3,
+        dir.path(),
+        &TrainOptions::default(),
+        &mut |fold, e| {
+            if let TrainEvent::EpochDone { metrics, .. } = e {
+                epochs_seen.push((fold, metrics.epoch));
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        epochs_seen,
+        [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
+    );
+    let rows: Vec<_> = r.folds.iter().map(|f| f.rows.clone()).collect();
+    assert_eq!(rows, [0..4, 4..8, 8..12]);
+    for f in &r.folds {
+        assert_eq!(f.last_epoch, 2);
+        assert!(f.best_score >= f.last_score && f.last_score.is_finite());
+        assert!(
+            dir.path()
+                .join(format!("fold-{}/config.json", f.fold))
+                .is_file()
+        );
+    }
+    let mean = r.folds.iter().map(|f| f.last_score).sum::<f64>() / 3.0;
+    assert!((r.last.mean - mean).abs() < 1e-9);
+    let saved: facemark::train::cv::CvReport =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("cv.json")).unwrap())
+            .unwrap();
+    // (serde_json's default float parser may move the last digit.)
+    assert_eq!(saved.folds, r.folds);
+    assert!((saved.last.mean - r.last.mean).abs() < 1e-12);
+    // Too few rows for the folds: an error, not a panic.
+    assert!(
+        facemark::train::cv::cross_validate(
+            &cfg,
+            &all,
+            7,
+            dir.path(),
+            &TrainOptions::default(),
+            &mut |_, _| {}
+        )
+        .is_err()
+    );
+}

@@ -7,6 +7,7 @@ mod bench_host;
 mod bench_pi;
 mod bench_xip;
 mod board;
+mod cv;
 mod demo;
 mod eval;
 mod progress;
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Train the network on Kaggle-format data (writes a run directory).
     Train(train::TrainArgs),
+    /// Cross-validate a recipe over approximately person-disjoint folds (mean and spread of the held-out scores).
+    Cv(cv::CvArgs),
     /// Accuracy of a model on a data set (MSE, score, RMSE px, per keypoint).
     Eval(eval::EvalArgs),
     /// Write the float ONNX model of a checkpoint (or of a PyTorch ONNX).
@@ -73,6 +76,12 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                 .subcommand_matches("train")
                 .ok_or_else(|| anyhow::anyhow!("no matches for the train command"))?;
             train::run(&a, m)
+        }
+        Command::Cv(a) => {
+            let m = matches
+                .subcommand_matches("cv")
+                .ok_or_else(|| anyhow::anyhow!("no matches for the cv command"))?;
+            cv::run(&a, m)
         }
         Command::Eval(a) => eval::run(&a),
         Command::Export(a) => quantize::run_export(&a),

@@ -38,24 +38,35 @@ impl TrainArgs {
     /// The run's config: `--recipe` under the flags given on the command
     /// line (`matches`: this subcommand's), data paths made absolute.
     pub fn config(&self, matches: &ArgMatches) -> Result<TrainConfig> {
-        let given = |id: &str| {
-            matches
-                .try_get_raw(id)
-                .is_ok_and(|_| matches.value_source(id) == Some(ValueSource::CommandLine))
-        };
-        let mut cfg = self.config.over_recipe(self.recipe, given)?;
-        fn absolute(p: &str) -> String {
-            crate::data::path_string(&crate::data::absolute(Path::new(p)))
-        }
-        cfg.train = absolute(&cfg.train);
-        cfg.val = cfg.val.as_deref().map(absolute);
-        Ok(cfg)
+        recipe_config(&self.config, self.recipe, matches)
     }
+}
+
+/// `flags` (a command's parsed recipe flags) with `recipe` under the ones
+/// not given on the command line (`matches`: the subcommand's), data paths
+/// made absolute: `train` and `cv` alike.
+pub(crate) fn recipe_config(
+    flags: &TrainConfig,
+    recipe: Recipe,
+    matches: &ArgMatches,
+) -> Result<TrainConfig> {
+    let given = |id: &str| {
+        matches
+            .try_get_raw(id)
+            .is_ok_and(|_| matches.value_source(id) == Some(ValueSource::CommandLine))
+    };
+    let mut cfg = flags.over_recipe(recipe, given)?;
+    fn absolute(p: &str) -> String {
+        crate::data::path_string(&crate::data::absolute(Path::new(p)))
+    }
+    cfg.train = absolute(&cfg.train);
+    cfg.val = cfg.val.as_deref().map(absolute);
+    Ok(cfg)
 }
 
 /// Ctrl-C once stops the run between batches (the last finished epoch is
 /// saved); twice exits at once.
-fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+pub(crate) fn stop_on_ctrl_c() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let presses = AtomicUsize::new(0);
@@ -76,7 +87,7 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
 }
 
 /// Prints a run's events: a bar per epoch, one line per finished epoch.
-fn print_event(e: TrainEvent<'_>, bars: &Bars, run_dir: &Path) {
+pub(crate) fn print_event(e: TrainEvent<'_>, bars: &Bars, run_dir: &Path) {
     match e {
         TrainEvent::Resumed { after_epoch: 0, .. } => println!(
             "resuming {}: no finished epoch yet, starting from the beginning",

@@ -23,6 +23,7 @@
 //! - `loss.png`: training loss and validation MSE per epoch.
 
 mod config;
+pub mod cv;
 pub(crate) mod plot;
 
 pub(crate) use config::per_recipe;
