@@ -59,7 +59,10 @@ where
                 n
             );
         } else {
-            defmt::warn!("weights stay in flash: no model, or {=usize} bytes are too few", n);
+            defmt::warn!(
+                "weights stay in flash: no model, or {=usize} bytes are too few",
+                n
+            );
         }
     }
     match server.model() {

@@ -141,7 +141,11 @@ impl<'a, B: Board> Server<'a, B> {
     /// From now on reads the stored weights of `layers` from `buf`, a copy
     /// in faster memory ([`Model::with_weights_in`]); false (nothing
     /// changed) when the model was refused or `buf` is too small.
-    pub fn read_weights_from(&mut self, layers: core::ops::Range<usize>, buf: &'a mut [u8]) -> bool {
+    pub fn read_weights_from(
+        &mut self,
+        layers: core::ops::Range<usize>,
+        buf: &'a mut [u8],
+    ) -> bool {
         let Ok(m) = &self.model else {
             return false;
         };
