@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::data::Sample;
 use crate::data::augment::AugmentConfig;
 use crate::float::net::{Backend, Net};
-use crate::train::{HostBatch, TrainConfig, epoch_rng, optimizer, train_step};
+use crate::train::{HostBatch, StepTimes, TrainConfig, epoch_rng, optimizer, train_step_timed};
 
 /// One measurement.
 #[derive(Clone, Debug, Serialize)]
@@ -49,8 +49,26 @@ pub fn synthetic_samples(n: usize, seed: u64) -> Vec<Sample> {
         .collect()
 }
 
-/// Seconds per training batch with burn on `backend`.
-pub fn time_burn(backend: Backend, batches: usize, warmup: usize, batch: usize) -> Result<f64> {
+/// One batch's training time with burn, and where it went.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct BurnTiming {
+    /// Seconds per batch (the step: tensors, forward, backward, Adam).
+    pub seconds_per_batch: f64,
+    /// The same, per phase, per batch.
+    pub phases: StepTimes,
+    /// Seconds to build one host batch with the committed recipe's
+    /// augmentation (done by the fit loop before each step; not in the
+    /// step's time, nor in PyTorch's).
+    pub augmented_batch: f64,
+}
+
+/// Seconds per training batch with burn on `backend`, and its phases.
+pub fn time_burn(
+    backend: Backend,
+    batches: usize,
+    warmup: usize,
+    batch: usize,
+) -> Result<BurnTiming> {
     ensure!(batches >= 1, "at least one timed batch");
     let device = backend.autodiff_device();
     let cfg = TrainConfig {
@@ -65,14 +83,33 @@ pub fn time_burn(backend: Backend, batches: usize, warmup: usize, batch: usize) 
     let mut rng = epoch_rng(1, 0);
     let hb = HostBatch::build(&refs, &AugmentConfig::default(), &mut rng);
     let mut start = Instant::now();
+    let mut phases = StepTimes::default();
     for i in 0..warmup + batches {
         if i == warmup {
             start = Instant::now();
+            phases = StepTimes::default();
         }
-        let (next, _loss) = train_step(net, &mut optim, &hb, cfg.lr, &mut rng, &device)?;
+        let (next, _loss) =
+            train_step_timed(net, &mut optim, &hb, cfg.lr, &mut rng, &device, &mut phases)?;
         net = next;
     }
-    Ok(start.elapsed().as_secs_f64() / batches as f64)
+    let seconds_per_batch = start.elapsed().as_secs_f64() / batches as f64;
+    let per = |x: f64| x / batches as f64;
+    let augment = crate::train::Recipe::Committed.config().augment;
+    let t = Instant::now();
+    for _ in 0..batches {
+        std::hint::black_box(HostBatch::build(&refs, &augment, &mut rng));
+    }
+    Ok(BurnTiming {
+        seconds_per_batch,
+        phases: StepTimes {
+            to_tensors: per(phases.to_tensors),
+            forward: per(phases.forward),
+            backward: per(phases.backward),
+            optimizer: per(phases.optimizer),
+        },
+        augmented_batch: per(t.elapsed().as_secs_f64()),
+    })
 }
 
 /// The layer table as JSON for the PyTorch script.

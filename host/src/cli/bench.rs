@@ -98,11 +98,11 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
     rows.push(Timing {
         name: "burn flex".into(),
         batches: a.batches,
-        seconds_per_batch: Some(flex),
+        seconds_per_batch: Some(flex.seconds_per_batch),
         note: None,
     });
     if !a.json {
-        eprintln!("burn flex: {flex:.4} s/batch");
+        eprintln!("burn flex: {:.4} s/batch", flex.seconds_per_batch);
     }
     if !a.skip_ndarray {
         let nd = time_burn(
@@ -115,11 +115,11 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
         rows.push(Timing {
             name: "burn ndarray".into(),
             batches: a.ndarray_batches,
-            seconds_per_batch: Some(nd),
+            seconds_per_batch: Some(nd.seconds_per_batch),
             note: None,
         });
         if !a.json {
-            eprintln!("burn ndarray: {nd:.4} s/batch");
+            eprintln!("burn ndarray: {:.4} s/batch", nd.seconds_per_batch);
         }
     }
     if !a.skip_torch {
@@ -151,7 +151,9 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"batch": a.batch, "rows": rows}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"batch": a.batch, "rows": rows, "burn_flex_phases": flex})
+            )?
         );
         return Ok(());
     }
@@ -186,6 +188,20 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
             ),
         }
     }
+    let p = &flex.phases;
+    let pct = |x: f64| 100.0 * x / flex.seconds_per_batch;
+    println!(
+        "burn flex, where a batch goes: forward + loss {:.4} s ({:.0}%), backward {:.4} s ({:.0}%), Adam {:.4} s ({:.0}%), batch to tensors {:.4} s ({:.0}%); building an augmented batch (committed recipe, before each step) {:.4} s",
+        p.forward,
+        pct(p.forward),
+        p.backward,
+        pct(p.backward),
+        p.optimizer,
+        pct(p.optimizer),
+        p.to_tensors,
+        pct(p.to_tensors),
+        flex.augmented_batch
+    );
     if torch.is_none() && !a.skip_torch {
         println!(
             "PyTorch is not available, so there are no ratios to it (pip install torch, then rerun)"

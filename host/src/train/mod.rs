@@ -250,19 +250,62 @@ pub fn train_step(
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> Result<(Net, f32)> {
-    let (x, t, m) = batch.tensors(device);
+    train_step_timed(
+        net,
+        optim,
+        batch,
+        lr,
+        rng,
+        device,
+        &mut StepTimes::default(),
+    )
+}
+
+/// Seconds a training step spent in each phase, summed over steps
+/// (`facemark bench train` prints them: where the time goes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StepTimes {
+    /// The host batch to tensors.
+    pub to_tensors: f64,
+    /// Forward pass and masked MSE, up to reading the loss.
+    pub forward: f64,
+    /// Backward pass and gradient collection.
+    pub backward: f64,
+    /// The Adam step.
+    pub optimizer: f64,
+}
+
+/// [`train_step`], adding each phase's time to `times`.
+pub fn train_step_timed(
+    net: Net,
+    optim: &mut ModuleOptimizer,
+    batch: &HostBatch,
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+    times: &mut StepTimes,
+) -> Result<(Net, f32)> {
+    let t = Instant::now();
+    let (x, target, mask) = batch.tensors(device);
+    times.to_tensors += t.elapsed().as_secs_f64();
+    let t = Instant::now();
     let pred = net.forward_train(x, rng);
-    let loss = masked_mse(pred, t, m, batch.labelled);
+    let loss = masked_mse(pred, target, mask, batch.labelled);
     let value: f32 = loss
         .clone()
         .try_into_scalar()
         .map_err(|e| anyhow::anyhow!("reading the loss: {e:?}"))?;
+    times.forward += t.elapsed().as_secs_f64();
     ensure!(
         value.is_finite(),
         "the training loss is not finite ({value}); try a lower --lr"
     );
+    let t = Instant::now();
     let grads = GradientsParams::from_grads(loss.backward(), &net);
+    times.backward += t.elapsed().as_secs_f64();
+    let t = Instant::now();
     let net = optim.step(lr, net, grads);
+    times.optimizer += t.elapsed().as_secs_f64();
     Ok((net, value))
 }
 
