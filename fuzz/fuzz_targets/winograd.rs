@@ -8,7 +8,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use facemark_core::kernels::winograd::{M_WORDS, run_row, sums};
+use facemark_core::kernels::winograd::reference_row;
 use facemark_core::kernels::{Kernels, Portable};
 use facemark_core::model::{LayerView, max_abs_bias};
 use facemark_core::network::Layer;
@@ -71,24 +71,7 @@ fuzz_target!(|c: Case| {
         let mut want = vec![0i8; row];
         Portable::conv_pool_row(&view, &input, 0, py, &mut want, &mut []);
         let mut got = vec![0x55i8; row];
-        let mut m = [0i32; M_WORDS];
-        let ran = match cin {
-            4 => run_row::<4>(
-                &view, &input, 0, py, &mut got, &mut arena, &mut stack, &mut m, sums::<4>,
-            ),
-            8 => run_row::<8>(
-                &view, &input, 0, py, &mut got, &mut arena, &mut stack, &mut m, sums::<8>,
-            ),
-            16 => run_row::<16>(
-                &view, &input, 0, py, &mut got, &mut arena, &mut stack, &mut m, sums::<16>,
-            ),
-            32 => run_row::<32>(
-                &view, &input, 0, py, &mut got, &mut arena, &mut stack, &mut m, sums::<32>,
-            ),
-            _ => run_row::<64>(
-                &view, &input, 0, py, &mut got, &mut arena, &mut stack, &mut m, sums::<64>,
-            ),
-        };
+        let ran = reference_row(&view, &input, 0, py, &mut got, &mut arena, &mut stack);
         if ran {
             assert_eq!(want, got, "{layer:?} row {py}");
         } else {

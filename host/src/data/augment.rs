@@ -155,8 +155,18 @@ fn flip_f32(img: &mut [f32]) {
 /// Mirrors keypoints (x to 96 - x) and swaps the left/right pairs
 /// ([`FLIP_PAIRS`]).
 pub fn flip_keypoints(kp: &mut [f32; OUTPUTS]) {
-    for i in (0..OUTPUTS).step_by(2) {
-        kp[i] = INPUT_SIDE as f32 - kp[i];
+    mirror(kp, |x| INPUT_SIDE as f32 - x);
+}
+
+/// [`flip_keypoints`] on the [-1, 1] scale the network predicts (x to -x).
+pub fn flip_unit_keypoints(kp: &mut [f32; OUTPUTS]) {
+    mirror(kp, |x| -x);
+}
+
+/// Each x through `flip_x`, then the left/right pairs swapped.
+fn mirror(kp: &mut [f32; OUTPUTS], flip_x: impl Fn(f32) -> f32) {
+    for x in kp.iter_mut().step_by(2) {
+        *x = flip_x(*x);
     }
     for &(a, b) in &FLIP_PAIRS {
         kp.swap(2 * a, 2 * b);

@@ -111,13 +111,7 @@ impl Predictor for FlipAveraged {
             .zip(&flipped)
             .map(|(p, f)| {
                 let mut back = *f;
-                for x in back.iter_mut().step_by(2) {
-                    *x = -*x;
-                }
-                for &(a, b) in &facemark_core::network::FLIP_PAIRS {
-                    back.swap(2 * a, 2 * b);
-                    back.swap(2 * a + 1, 2 * b + 1);
-                }
+                crate::data::augment::flip_unit_keypoints(&mut back);
                 core::array::from_fn(|k| 0.5 * (p[k] + back[k]))
             })
             .collect())

@@ -509,6 +509,26 @@ fn winograd_sums<const CHUNKS: usize>(u: &[u32], v: &[u32], m: &mut [i32; winogr
     let block = winograd::block_words(4 * CHUNKS);
     assert!(u.len() >= block && v.len() >= block);
     let end = m.as_mut_ptr_range().end;
+    // The frame (r6, r7 and M's pointer and end saved on the stack) and the
+    // operands, around either loop body.
+    macro_rules! sums_asm {
+        ($($body:expr),* $(,)?) => {
+            asm!(
+                "push {{r6, r7}}",
+                "push {{r0, r1}}",
+                $($body,)*
+                "add sp, sp, #8",
+                "pop {{r6, r7}}",
+                more = const CHUNKS - 1,
+                inout("r0") m.as_mut_ptr() => _,
+                inout("r1") end => _,
+                inout("r12") u.as_ptr() => _,
+                inout("lr") v.as_ptr() => _,
+                out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            )
+        };
+    }
     // SAFETY: 16 positions of CHUNKS steps read 4 words of `u` and of `v`
     // per step: 64 * CHUNKS = `block` words of each (checked above); 16
     // STMs of 4 words fill `m` (64 words; the loop ends when the pointer
@@ -517,40 +537,14 @@ fn winograd_sums<const CHUNKS: usize>(u: &[u32], v: &[u32], m: &mut [i32; winogr
     // register it writes is an operand or a clobber.
     unsafe {
         if CHUNKS <= WINOGRAD_UNROLL_CHUNKS {
-            asm!(
-                "push {{r6, r7}}",
-                "push {{r0, r1}}",
-                ".rept 16",
-                winograd_position!(),
-                ".endr",
-                "add sp, sp, #8",
-                "pop {{r6, r7}}",
-                more = const CHUNKS - 1,
-                inout("r0") m.as_mut_ptr() => _,
-                inout("r1") end => _,
-                inout("r12") u.as_ptr() => _,
-                inout("lr") v.as_ptr() => _,
-                out("r2") _, out("r3") _, out("r4") _, out("r5") _,
-                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-            );
+            sums_asm!(".rept 16", winograd_position!(), ".endr");
         } else {
-            asm!(
-                "push {{r6, r7}}",
-                "push {{r0, r1}}",
+            sums_asm!(
                 "2:",
                 winograd_position!(),
                 "ldr r1, [sp, #4]",
                 "cmp r0, r1",
                 "bne 2b",
-                "add sp, sp, #8",
-                "pop {{r6, r7}}",
-                more = const CHUNKS - 1,
-                inout("r0") m.as_mut_ptr() => _,
-                inout("r1") end => _,
-                inout("r12") u.as_ptr() => _,
-                inout("lr") v.as_ptr() => _,
-                out("r2") _, out("r3") _, out("r4") _, out("r5") _,
-                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
             );
         }
     }

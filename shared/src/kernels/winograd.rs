@@ -348,10 +348,11 @@ pub fn run_row<const CIN: usize>(
     true
 }
 
-/// A whole pool row with the sums in plain Rust: the reference the
-/// Cortex-M tier's assembly is held to, and what the host's tests run.
-#[cfg(test)]
-fn conv_pool_row(
+/// A whole pool row with the sums in plain Rust ([`sums`]), for any input
+/// channel count the Cortex-M tier runs and 4 and 8: the reference its
+/// assembly is held to, run by the host's tests and the `winograd` fuzz
+/// target. False as [`run_row`].
+pub fn reference_row(
     l: &LayerView<'_>,
     input: &[i8],
     first_row: usize,
@@ -448,7 +449,7 @@ mod tests {
             Portable::conv_pool_row(&view, &input, 0, py, &mut want, &mut []);
             let first = (2 * py).saturating_sub(1);
             let given = &input[first * side * cin..];
-            assert!(conv_pool_row(
+            assert!(reference_row(
                 &view, given, first, py, &mut got, &mut arena, &mut stack
             ));
             assert_eq!(want, got, "layer {layer:?} row {py} seed {seed}");
@@ -505,7 +506,7 @@ mod tests {
         let mut out = [7i8; 4 * 2];
         let b = block_words(16);
         let (mut a, mut s) = (std::vec![0u32; b - 1], std::vec![0u32; 2 * b - 1]);
-        assert!(!conv_pool_row(
+        assert!(!reference_row(
             &view, &input, 0, 0, &mut out, &mut a, &mut s
         ));
         assert_eq!(out, [7; 8]);
