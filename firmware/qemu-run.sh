@@ -5,7 +5,7 @@
 #   qemu-run.sh MACHINE ELF [extra qemu args]
 #
 # MACHINE is the board crate's QEMU machine (mps2-an386, netduinoplus2,
-# mps2-an505); its `.cargo/config.toml` passes it. The board's UART (AN386
+# mps2-an505, mps2-an521); its `.cargo/config.toml` passes it. The board's UART (AN386
 # UART0, STM32F405 USART1: QEMU's first serial port) goes to $FACEMARK_SERIAL
 # if set (any QEMU -serial value, e.g. `tcp:127.0.0.1:4444` to connect to a
 # host that listens there, `stdio`, or `null`); otherwise QEMU listens on

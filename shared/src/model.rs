@@ -558,6 +558,36 @@ impl<'a> LayerView<'a> {
             && first_bad_weight(t, self.stored()).is_none()
     }
 
+    /// The same layer with only the output channels `range` (renumbered
+    /// from 0): what one core of a dual-core board computes
+    /// ([`crate::infer::run_part`]). Every kernel runs it unchanged, since
+    /// it is a layer of `range.len()` channels. `None` for an empty range or
+    /// one past `out_ch`. Not checked again: any subset of a checked layer's
+    /// channels passes the same checks.
+    pub fn output_channels(&self, range: Range<usize>) -> Option<Self> {
+        if range.is_empty() || range.end > self.layer.out_ch {
+            return None;
+        }
+        let per = |bytes: &'a [u8]| &bytes[4 * range.start..4 * range.end];
+        let n = self.weight_type.channel_bytes(&self.layer);
+        let (weights, packed) = match self.weight_type {
+            WeightType::Int8 => (&self.weights[n * range.start..n * range.end], &[][..]),
+            WeightType::Int4 => (&[][..], &self.packed[n * range.start..n * range.end]),
+        };
+        Some(Self {
+            layer: Layer {
+                out_ch: range.len(),
+                ..self.layer
+            },
+            bias: per(self.bias),
+            mult: per(self.mult),
+            shift: per(self.shift),
+            weights,
+            packed,
+            ..*self
+        })
+    }
+
     /// Folded bias of output channel `c` (`c < out_ch`).
     #[inline]
     pub fn bias(&self, c: usize) -> i32 {

@@ -1,6 +1,7 @@
 //! The real firmware ELF of each emulated board booted in qemu-system-arm
 //! (the MPS2 AN386 with the int8 model, the 1 MB-flash STM32F405 of the
-//! netduinoplus2 machine with the int4 one): its keypoints equal the host's
+//! netduinoplus2 machine with the int4 one, the dual-core MPS2 AN521 with
+//! every inference shared by its two Cortex-M33): its keypoints equal the host's
 //! `facemark_core::infer` bit for bit, and no byte stream between requests
 //! (random bytes, truncated, oversized and corrupted frames, unknown
 //! messages, wrong image sizes) stops it answering.
@@ -114,6 +115,15 @@ fn firmware_in_qemu_matches_host_and_survives_garbage() {
 #[test]
 fn the_1_mb_board_with_the_int4_model_matches_host_and_survives_garbage() {
     serves_and_survives(Machine::Netduinoplus2);
+}
+
+/// Both Cortex-M33 cores of the AN521 share every inference (half of each
+/// layer's channels each, as the Pico 2 build runs it): the keypoints must
+/// still be the host's bit for bit, and garbage must not desynchronise the
+/// cores.
+#[test]
+fn the_dual_core_board_matches_host_and_survives_garbage() {
+    serves_and_survives(Machine::An521);
 }
 
 fn serves_and_survives(machine: Machine) {
@@ -308,6 +318,12 @@ fn serves_and_survives(machine: Machine) {
                 "the log says the model was accepted: {lines:?}"
             );
             assert!(!lines.iter().any(|l| l.contains("panic")), "{lines:?}");
+            if machine == Machine::An521 {
+                assert!(
+                    lines.iter().any(|l| l.contains("core 1 started")),
+                    "the dual-core board says both cores serve: {lines:?}"
+                );
+            }
             let hw = facemark::board::log::stack_high_water(&lines)
                 .expect("the log has the stack high-water mark");
             eprintln!("stack high-water mark: {hw} bytes");

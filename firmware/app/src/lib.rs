@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod clock;
+pub mod dual;
 #[cfg(feature = "kernel-check")]
 pub mod kernel_check;
 pub mod stack;

@@ -91,6 +91,24 @@ pub trait Board {
     fn now(&mut self) -> u64;
     /// Called for every request answered (logging); the default does nothing.
     fn event(&mut self, _event: Event<'_>) {}
+    /// Runs one inference on the image at byte `image_at` of the arena,
+    /// setting `marks[i]` to [`Board::now`] once layer `i` is done; `None`
+    /// if the image does not fit there. The default runs it on this core
+    /// with the build's kernels; a board with two cores shares it out
+    /// ([`facemark_core::infer::run_part`]).
+    fn infer(
+        &mut self,
+        model: &Model<'_>,
+        arena: &mut Arena,
+        image_at: usize,
+        marks: &mut [u64; LAYER_COUNT],
+    ) -> Option<Keypoints> {
+        infer_in_arena::<Selected>(model, arena, image_at, |i, _| {
+            if let Some(m) = marks.get_mut(i) {
+                *m = self.now();
+            }
+        })
+    }
 }
 
 /// The request handler: the checked model (or why it was refused), the arena
@@ -314,14 +332,11 @@ fn run<B: Board>(
     let mut marks = [0u64; LAYER_COUNT];
     let start = board.now();
     // The image lies inside the frame, which lies inside the arena.
-    let kp = infer_in_arena::<Selected>(model, arena, image_at, |i, _| {
-        if let Some(m) = marks.get_mut(i) {
-            *m = board.now();
-        }
-    })
-    .unwrap_or(Keypoints {
-        unit: [0.0; OUTPUTS],
-    });
+    let kp = board
+        .infer(model, arena, image_at, &mut marks)
+        .unwrap_or(Keypoints {
+            unit: [0.0; OUTPUTS],
+        });
     let end = board.now();
     marks[LAYER_COUNT - 1] = end;
     let mut prev = start;

@@ -145,32 +145,56 @@ fn gradient(k: usize) -> Box<[u8; INPUT_LEN]> {
 /// The peers `bench board --peer` builds beside the board's own firmware:
 /// each its cargo features and its own target directory (so the builds do
 /// not rebuild each other).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Peer {
     /// The DSP kernels with direct convolution only (issue 6's), which the
     /// Winograd convolution is measured against.
     DirectDsp,
     /// The portable reference kernels.
     Portable,
+    /// The dual-core board's inference on core 0 alone.
+    OneCore,
+    /// Only core 0's part of the dual-core split, alone: its instructions.
+    Core0Part,
+    /// Only core 1's part, run alone on core 0 (the same code and data).
+    Core1Part,
 }
 
 impl Peer {
+    /// The peers measured for `machine`: the dual-core board's are its
+    /// single-core run and each core's part; the others', the kernels'.
+    pub const fn of(machine: Machine) -> &'static [Peer] {
+        match machine {
+            Machine::An386 | Machine::Netduinoplus2 => &[Peer::DirectDsp, Peer::Portable],
+            Machine::An521 => &[Peer::OneCore, Peer::Core0Part, Peer::Core1Part],
+        }
+    }
     fn cargo_features(self) -> &'static [&'static str] {
         match self {
             Peer::DirectDsp => &["--no-default-features", "--features", "dsp-direct"],
             Peer::Portable => &["--no-default-features"],
+            Peer::OneCore => &["--features", "one-core"],
+            Peer::Core0Part => &["--features", "part0-only"],
+            Peer::Core1Part => &["--features", "part1-only"],
         }
     }
     fn target_dir(self) -> &'static str {
         match self {
             Peer::DirectDsp => "target/direct-dsp-kernels",
             Peer::Portable => "target/portable-kernels",
+            Peer::OneCore => "target/one-core",
+            Peer::Core0Part => "target/core0-part",
+            Peer::Core1Part => "target/core1-part",
         }
     }
     pub fn describe(self) -> &'static str {
         match self {
             Peer::DirectDsp => "the DSP kernels with direct convolution",
             Peer::Portable => "the portable reference kernels",
+            Peer::OneCore => "the inference on core 0 alone",
+            Peer::Core0Part => "only core 0's part of the split, alone",
+            Peer::Core1Part => "only core 1's part of the split, alone",
         }
     }
 }
@@ -259,6 +283,11 @@ pub fn measure(
             Machine::Netduinoplus2 => {
                 "instructions executed, counted by QEMU -icount shift=0 (SysTick at 168 MHz, \
                  21 ticks per 125 instructions); not cycles"
+            }
+            Machine::An521 => {
+                "instructions executed by both cores together (QEMU -icount shift=0 runs them in \
+                 turn on one virtual clock; SysTick at 20 MHz, 50 instructions per tick); \
+                 --peer gives each core's own count; not cycles"
             }
         }
         .into(),

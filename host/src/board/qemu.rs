@@ -59,6 +59,9 @@ pub enum Machine {
     /// STM32F405 (Cortex-M4F, 1 MB flash, 128 KB SRAM) of QEMU's
     /// netduinoplus2 machine: the int4 model.
     Netduinoplus2,
+    /// Arm MPS2 AN521 (SSE-200, two Cortex-M33): the int8 model, each
+    /// inference shared between both cores as on the Pico 2.
+    An521,
 }
 
 impl Machine {
@@ -67,6 +70,7 @@ impl Machine {
         match self {
             Machine::An386 => "an386",
             Machine::Netduinoplus2 => "netduinoplus2",
+            Machine::An521 => "an521",
         }
     }
     /// QEMU's name for the machine.
@@ -74,6 +78,7 @@ impl Machine {
         match self {
             Machine::An386 => "mps2-an386",
             Machine::Netduinoplus2 => "netduinoplus2",
+            Machine::An521 => "mps2-an521",
         }
     }
     /// The model the board crate embeds, relative to the repository root
@@ -81,12 +86,15 @@ impl Machine {
     /// default): the int8 one does not fit the STM32F405's flash.
     pub const fn model_file(self) -> &'static str {
         match self {
-            Machine::An386 => "models/facemark.fmq",
+            Machine::An386 | Machine::An521 => "models/facemark.fmq",
             Machine::Netduinoplus2 => "models/facemark-int4.fmq",
         }
     }
     pub const fn target(self) -> &'static str {
-        "thumbv7em-none-eabihf"
+        match self {
+            Machine::An386 | Machine::Netduinoplus2 => "thumbv7em-none-eabihf",
+            Machine::An521 => "thumbv8m.main-none-eabihf",
+        }
     }
     /// The board crate.
     pub fn crate_dir(self) -> PathBuf {
@@ -114,7 +122,7 @@ impl Machine {
 const QEMU_MACHINES: &str = include_str!("../../../firmware/qemu-machines");
 
 /// QEMU's arguments for a machine of `firmware/qemu-machines` (`mps2-an386`,
-/// `netduinoplus2`, `mps2-an505`), before `-serial` and `-kernel`.
+/// `netduinoplus2`, `mps2-an505`, `mps2-an521`), before `-serial` and `-kernel`.
 pub fn qemu_machine_args(machine: &str) -> Option<Vec<&'static str>> {
     QEMU_MACHINES
         .lines()

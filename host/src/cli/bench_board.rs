@@ -15,8 +15,9 @@ pub struct BenchBoardArgs {
     /// spread is reported).
     #[arg(long, default_value_t = 3)]
     pub images: usize,
-    /// The emulated board: the MPS2 AN386 (int8 model) or the 1 MB-flash
-    /// STM32F405 of QEMU's netduinoplus2 (int4 model).
+    /// The emulated board: the MPS2 AN386 (int8 model), the 1 MB-flash
+    /// STM32F405 of QEMU's netduinoplus2 (int4 model), or the dual-core
+    /// MPS2 AN521 (int8 model on both Cortex-M33 cores, as on the Pico 2).
     #[arg(long, value_enum, default_value_t = Machine::An386)]
     pub machine: Machine,
     /// The firmware ELF (default: the board crate's release build, rebuilt
@@ -36,7 +37,9 @@ pub struct BenchBoardArgs {
     /// (`--features dsp-direct`) and with the portable reference kernels
     /// (`--no-default-features`), each in its own target directory, and
     /// measure them in the same run: the peers the Winograd convolution
-    /// and the DSP kernels are compared with.
+    /// and the DSP kernels are compared with. On the AN521: the inference
+    /// on one core, and each core's part alone (features `one-core`,
+    /// `part0-only`, `part1-only`), with the expected two-core latency.
     #[arg(long)]
     pub peer: bool,
     /// Print JSON.
@@ -65,7 +68,7 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
     let report = measure(&elf, a.machine, a.images, &model, timeout)?;
     let mut peers = Vec::new();
     if a.peer {
-        for peer in [Peer::DirectDsp, Peer::Portable] {
+        for &peer in Peer::of(a.machine) {
             eprintln!(
                 "building the firmware with {} (a peer) ...",
                 peer.describe()
@@ -74,9 +77,13 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
             if !a.json {
                 eprintln!("booting {} (qemu -icount shift=0) ...", peer_elf.display());
             }
-            peers.push(measure(&peer_elf, a.machine, a.images, &model, timeout)?);
+            peers.push((
+                peer,
+                measure(&peer_elf, a.machine, a.images, &model, timeout)?,
+            ));
         }
     }
+    let peer = |p: Peer| peers.iter().find(|(q, _)| *q == p).map(|(_, r)| r);
     if a.json {
         #[derive(Serialize)]
         struct Out<'r> {
@@ -86,20 +93,126 @@ pub fn run(a: &BenchBoardArgs) -> Result<()> {
             direct_dsp_peer: Option<&'r BoardReport>,
             /// The same firmware with the portable reference kernels.
             portable_peer: Option<&'r BoardReport>,
+            /// The dual-core board: the inference on core 0 alone.
+            one_core_peer: Option<&'r BoardReport>,
+            /// The dual-core board: each core's part, run alone.
+            core0_part: Option<&'r BoardReport>,
+            core1_part: Option<&'r BoardReport>,
+            /// The dual-core board's expected latency against one core's.
+            dual_core_latency_ratio: Option<f64>,
         }
+        let split = dual_split(&peers);
         let out = Out {
             report: &report,
-            direct_dsp_peer: peers.first(),
-            portable_peer: peers.get(1),
+            direct_dsp_peer: peer(Peer::DirectDsp),
+            portable_peer: peer(Peer::Portable),
+            one_core_peer: peer(Peer::OneCore),
+            core0_part: peer(Peer::Core0Part),
+            core1_part: peer(Peer::Core1Part),
+            dual_core_latency_ratio: split.as_ref().map(DualSplit::latency_ratio),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_report(&report, &model);
-        if let [direct, portable] = &peers[..] {
+        if let (Some(direct), Some(portable)) = (peer(Peer::DirectDsp), peer(Peer::Portable)) {
             print_peers(&report, direct, portable);
+        }
+        if let Some(split) = dual_split(&peers) {
+            print_split(&report, &split);
         }
     }
     Ok(())
+}
+
+/// The dual-core board's peers: one core, and each core's part alone.
+struct DualSplit<'r> {
+    one_core: &'r BoardReport,
+    parts: [&'r BoardReport; 2],
+}
+
+impl DualSplit<'_> {
+    /// Per layer, the slower core's part: the two run at once and meet at
+    /// a barrier after every conv row, whose rows cost the same.
+    fn slower(&self, layer: usize) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| u64::from(p.layers[layer].instructions))
+            .max()
+            .unwrap_or(0)
+    }
+    /// The expected latency on two cores against one: the slower part of
+    /// each layer, summed, over one core's total (the barriers' own cost
+    /// is in the parts; their waits are not).
+    fn latency_ratio(&self) -> f64 {
+        let both: u64 = (0..self.one_core.layers.len())
+            .map(|l| self.slower(l))
+            .sum();
+        both as f64 / self.one_core.instructions_per_inference.max(1) as f64
+    }
+}
+
+fn dual_split(peers: &[(Peer, BoardReport)]) -> Option<DualSplit<'_>> {
+    let get = |p: Peer| peers.iter().find(|(q, _)| *q == p).map(|(_, r)| r);
+    Some(DualSplit {
+        one_core: get(Peer::OneCore)?,
+        parts: [get(Peer::Core0Part)?, get(Peer::Core1Part)?],
+    })
+}
+
+/// The dual-core board per layer: one core, each core's part, and the
+/// expected latency; the two-core run's own total as QEMU counts it.
+fn print_split(both: &BoardReport, s: &DualSplit<'_>) {
+    println!();
+    println!(
+        "cores: {}, {} and {}, measured in this run",
+        Peer::OneCore.describe(),
+        Peer::Core0Part.describe(),
+        Peer::Core1Part.describe()
+    );
+    println!(
+        "{:<7} {:>12} {:>12} {:>12} {:>12} {:>9}",
+        "layer", "one core", "core 0", "core 1", "slower", "/one"
+    );
+    let row = |name: &str, one: u64, c0: u64, c1: u64, slow: u64| {
+        println!(
+            "{:<7} {:>12} {:>12} {:>12} {:>12} {:>8.3}x",
+            name,
+            grouped(one),
+            grouped(c0),
+            grouped(c1),
+            grouped(slow),
+            slow as f64 / one.max(1) as f64
+        );
+    };
+    for l in 0..s.one_core.layers.len() {
+        let part = |k: usize| u64::from(s.parts[k].layers[l].instructions);
+        row(
+            &l.to_string(),
+            s.one_core.layers[l].instructions.into(),
+            part(0),
+            part(1),
+            s.slower(l),
+        );
+    }
+    let slow: u64 = (0..s.one_core.layers.len()).map(|l| s.slower(l)).sum();
+    row(
+        "total",
+        s.one_core.instructions_per_inference,
+        s.parts[0].instructions_per_inference,
+        s.parts[1].instructions_per_inference,
+        slow,
+    );
+    println!(
+        "expected latency on two cores (the Pico 2's): {:.3}x one core's ({:.2}x faster)",
+        s.latency_ratio(),
+        1.0 / s.latency_ratio()
+    );
+    println!(
+        "the two-core run itself: {} instructions per inference on QEMU's one clock, which \
+         counts both cores' instructions and waits as QEMU runs them in turn (so its \
+         per-layer marks above are not per-core figures)",
+        grouped(both.instructions_per_inference)
+    );
 }
 
 /// The model whose size is reported.

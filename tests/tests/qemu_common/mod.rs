@@ -112,7 +112,7 @@ pub fn model_for_machine(machine: Machine, dir: &Path) -> (Vec<u8>, Option<PathB
         real.display()
     );
     let bytes = match machine {
-        Machine::An386 => random_model(7),
+        Machine::An386 | Machine::An521 => random_model(7),
         Machine::Netduinoplus2 => random_model_int4(7),
     };
     let path = dir.join("random.fmq");

@@ -1,6 +1,10 @@
 //! Facemark on the Raspberry Pi Pico 2 (RP2350, Cortex-M33): UART0 on GP0
 //! (TX) and GP1 (RX), 115200 baud 8N1; the defmt log over RTT (probe-rs);
-//! cost in core cycles (SysTick on the 150 MHz system clock).
+//! cost in core cycles (SysTick on the 150 MHz system clock). Both cores
+//! share every inference ([`facemark_app::dual`], tested on QEMU's
+//! dual-core AN521): core 1 is launched through the SIO FIFO (the boot
+//! ROM's handshake, rp235x-hal's `Multicore`), and the cores then meet in
+//! shared SRAM.
 #![no_std]
 #![no_main]
 
@@ -11,8 +15,12 @@ use facemark_core::network::{CONV_LAYERS, CONV_WEIGHT_BYTES};
 use facemark_serve::{Board, Event, Link};
 use rp235x_hal as hal;
 
+use facemark_core::infer::Part;
+use facemark_core::network::LAYER_COUNT;
+use facemark_core::{Arena, Keypoints, Model};
 use hal::clocks::Clock as _;
 use hal::fugit::RateExtU32;
+use hal::multicore::{Multicore, Stack};
 use hal::pac::UART0;
 use hal::uart::{DataBits, Enabled, StopBits, UartConfig, UartPeripheral, ValidUartPinout};
 
@@ -54,7 +62,14 @@ impl<P: ValidUartPinout<UART0>> Link for Uart<P> {
     }
 }
 
-pub struct Pico2;
+pub struct Pico2 {
+    /// Whether core 1 started and takes its share of each inference.
+    both_cores: bool,
+}
+
+/// Core 1's stack, in words (the kernels' frames and the row buffer take
+/// about 3 KiB).
+static CORE1_STACK: Stack<2048> = Stack::new();
 
 impl Board for Pico2 {
     const NAME: &'static str = "pico2 (rp2350)";
@@ -67,6 +82,26 @@ impl Board for Pico2 {
 
     fn event(&mut self, e: Event<'_>) {
         facemark_app::log_event(e);
+    }
+
+    fn infer(
+        &mut self,
+        model: &Model<'_>,
+        arena: &mut Arena,
+        image_at: usize,
+        marks: &mut [u64; LAYER_COUNT],
+    ) -> Option<Keypoints> {
+        let mark = |i: usize| {
+            if let Some(m) = marks.get_mut(i) {
+                *m = facemark_app::clock::ticks();
+            }
+        };
+        match Part::new(0, 1) {
+            Some(alone) if !self.both_cores => {
+                facemark_app::dual::infer_alone(model, arena, image_at, alone, mark)
+            }
+            _ => facemark_app::dual::infer_on_both(model, arena, image_at, mark),
+        }
     }
 }
 
@@ -91,7 +126,22 @@ fn main() -> ! {
         halt()
     };
     facemark_app::clock::start(cp.SYST);
-    let sio = hal::Sio::new(pac.SIO);
+    let mut sio = hal::Sio::new(pac.SIO);
+    let mut cores = Multicore::new(&mut pac.PSM, &mut pac.PPB, &mut sio.fifo);
+    let both_cores = match CORE1_STACK.take() {
+        Some(stack) => {
+            cores.cores()[1]
+                .spawn(stack, || facemark_app::dual::core1_serve())
+                .is_ok()
+                && facemark_app::dual::core1_started(1_000_000)
+        }
+        None => false,
+    };
+    if both_cores {
+        defmt::info!("core 1 started: inferences run on both cores");
+    } else {
+        defmt::error!("core 1 did not start: inferences run on core 0 alone");
+    }
     let pins = hal::gpio::Pins::new(
         pac.IO_BANK0,
         pac.PADS_BANK0,
@@ -108,7 +158,13 @@ fn main() -> ! {
     };
     // SAFETY: the only reference to the static, made once here.
     let copy = unsafe { &mut *core::ptr::addr_of_mut!(CONV_WEIGHTS) };
-    facemark_app::run_with_weights_in(Pico2, &mut Uart(uart), halt, 0..CONV_LAYERS, copy)
+    facemark_app::run_with_weights_in(
+        Pico2 { both_cores },
+        &mut Uart(uart),
+        halt,
+        0..CONV_LAYERS,
+        copy,
+    )
 }
 
 /// The conv layers' weights in SRAM (95 KiB of the 520 KiB): flash is read
