@@ -12,6 +12,7 @@ pub mod dual;
 #[cfg(feature = "kernel-check")]
 pub mod kernel_check;
 pub mod stack;
+pub mod uart;
 
 use facemark_core::Arena;
 use facemark_core::network::ARENA_LEN;

@@ -104,10 +104,16 @@ pub trait Board {
         marks: &mut [u64; LAYER_COUNT],
     ) -> Option<Keypoints> {
         infer_in_arena::<Selected>(model, arena, image_at, |i, _| {
-            if let Some(m) = marks.get_mut(i) {
-                *m = self.now();
-            }
+            set_mark(marks, i, self.now())
         })
+    }
+}
+
+/// Records `now` as layer `i`'s mark (the boards' [`Board::infer`]);
+/// an index past the table is ignored.
+pub fn set_mark(marks: &mut [u64; LAYER_COUNT], i: usize, now: u64) {
+    if let Some(m) = marks.get_mut(i) {
+        *m = now;
     }
 }
 

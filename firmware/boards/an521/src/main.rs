@@ -9,30 +9,19 @@
 #![no_std]
 #![no_main]
 
-use core::convert::Infallible;
 use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 
 use cortex_m_rt::{entry, exception};
 use defmt_semihosting as _;
+use facemark_app::uart::CmsdkUart;
 use facemark_core::infer::Part;
 use facemark_core::network::LAYER_COUNT;
 use facemark_core::{Arena, Keypoints, Model};
-use facemark_serve::{Board, Event, Link};
+use facemark_serve::{Board, Event};
 
 /// CMSDK APB UART0, through the secure alias (both cores boot secure, and
 /// the peripheral protection controller lets secure accesses through).
 const UART0: usize = 0x5020_0000;
-const DATA: usize = 0x00;
-const STATE: usize = 0x04;
-const CTRL: usize = 0x08;
-const INTCLEAR: usize = 0x0c;
-const BAUDDIV: usize = 0x10;
-const STATE_TX_FULL: u32 = 1 << 0;
-const STATE_RX_FULL: u32 = 1 << 1;
-const CTRL_TX_EN: u32 = 1 << 0;
-const CTRL_RX_EN: u32 = 1 << 1;
-const CTRL_RX_INT_EN: u32 = 1 << 3;
-const INT_RX: u32 = 1 << 1;
 /// UART0's receive and transmit interrupt lines (32, 33) in NVIC ISER1.
 const NVIC_ISER1: usize = 0xe000_e104;
 const UART0_IRQS: u32 = 0b11;
@@ -45,68 +34,11 @@ const INITSVTOR1: usize = SYSCTL + 0x114;
 const CPUWAIT: usize = SYSCTL + 0x118;
 const CPUWAIT_CORE1: u32 = 1 << 1;
 
-fn reg(offset: usize) -> *mut u32 {
-    (UART0 + offset) as *mut u32
-}
-
-/// The polled UART; it sleeps (WFI) until the receive interrupt while idle.
-struct Uart0;
-
-impl Uart0 {
-    fn init() -> Self {
-        // SAFETY: the UART's own registers; QEMU needs BAUDDIV >= 16.
-        unsafe {
-            write_volatile(reg(BAUDDIV), 16);
-            write_volatile(reg(CTRL), CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INT_EN);
-            // Let the receive interrupt wake this core (not core 1).
-            write_volatile(NVIC_ISER1 as *mut u32, UART0_IRQS);
-        }
-        Uart0
-    }
-}
-
-impl Link for Uart0 {
-    type Error = Infallible;
-
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
-        let Some(first) = buf.first_mut() else {
-            return Ok(0);
-        };
-        loop {
-            cortex_m::interrupt::disable();
-            // SAFETY: UART0 registers.
-            if unsafe { read_volatile(reg(STATE)) } & STATE_RX_FULL != 0 {
-                // SAFETY: as above; reading DATA frees the holding register.
-                *first = unsafe { read_volatile(reg(DATA)) } as u8;
-                // SAFETY: interrupts were enabled before this critical section.
-                unsafe { cortex_m::interrupt::enable() };
-                return Ok(1);
-            }
-            // A pending interrupt wakes WFI even while masked; unmasking
-            // then runs its handler. So no byte arrives unseen.
-            cortex_m::asm::wfi();
-            // SAFETY: as above.
-            unsafe { cortex_m::interrupt::enable() };
-        }
-    }
-
-    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
-        for &b in bytes {
-            // SAFETY: UART0 registers.
-            unsafe {
-                while read_volatile(reg(STATE)) & STATE_TX_FULL != 0 {}
-                write_volatile(reg(DATA), u32::from(b));
-            }
-        }
-        Ok(())
-    }
-}
-
 #[exception]
 unsafe fn DefaultHandler(_irqn: i16) {
-    // SAFETY: UART0 registers; acknowledges its receive interrupt (the only
-    // one enabled).
-    unsafe { write_volatile(reg(INTCLEAR), INT_RX) };
+    // SAFETY: UART0's registers, which `main` handed the UART; its receive
+    // interrupt is the only one enabled.
+    unsafe { CmsdkUart::clear_rx_interrupt(UART0) };
 }
 
 /// How this build shares an inference between the cores (see the
@@ -166,11 +98,7 @@ impl Board for An521 {
         image_at: usize,
         marks: &mut [u64; LAYER_COUNT],
     ) -> Option<Keypoints> {
-        let mark = |i: usize| {
-            if let Some(m) = marks.get_mut(i) {
-                *m = instructions();
-            }
-        };
+        let mark = |i: usize| facemark_serve::set_mark(marks, i, instructions());
         let part = |k: usize, n: usize| Part::new(k, n).expect("a part of the split");
         match self.split {
             Split::BothCores => facemark_app::dual::infer_on_both(model, arena, image_at, mark),
@@ -241,7 +169,10 @@ fn main() -> ! {
         halt()
     };
     facemark_app::clock::start(cp.SYST);
-    let mut uart = Uart0::init();
+    // SAFETY: UART0's registers, used by nothing else.
+    let mut uart = unsafe { CmsdkUart::new(UART0) };
+    // SAFETY: NVIC ISER1: lets the receive interrupt wake this core (not core 1).
+    unsafe { write_volatile(NVIC_ISER1 as *mut u32, UART0_IRQS) };
     let split = if BUILD_SPLIT == Split::BothCores {
         start_core1();
         // Core 1 needs a few hundred instructions to get there.

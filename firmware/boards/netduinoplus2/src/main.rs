@@ -89,25 +89,17 @@ impl Link for Usart1 {
         let Some(first) = buf.first_mut() else {
             return Ok(0);
         };
-        loop {
-            cortex_m::interrupt::disable();
-            // SAFETY: USART1 registers.
-            if unsafe { read_volatile(reg(SR)) } & SR_RXNE != 0 {
-                // SAFETY: as above; reading DR clears RXNE and the line.
-                *first = unsafe { read_volatile(reg(DR)) } as u8;
-                // SAFETY: interrupts were enabled before this critical section.
-                unsafe { cortex_m::interrupt::enable() };
-                return Ok(1);
-            }
+        *first = facemark_app::uart::read_byte_asleep(
+            // SAFETY: USART1 registers; reading DR clears RXNE and the line.
+            || unsafe {
+                (read_volatile(reg(SR)) & SR_RXNE != 0).then(|| read_volatile(reg(DR)) as u8)
+            },
             // The receive line stays high while a byte waits, so the
             // handler masks it in the NVIC; unmasking it here pends it
-            // again if a byte came meanwhile, and a pending interrupt wakes
-            // WFI even while PRIMASK masks it: no byte arrives unseen.
-            nvic_usart1(true);
-            cortex_m::asm::wfi();
-            // SAFETY: as above.
-            unsafe { cortex_m::interrupt::enable() };
-        }
+            // again if a byte came meanwhile.
+            || nvic_usart1(true),
+        );
+        Ok(1)
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {

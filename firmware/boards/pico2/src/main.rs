@@ -91,11 +91,7 @@ impl Board for Pico2 {
         image_at: usize,
         marks: &mut [u64; LAYER_COUNT],
     ) -> Option<Keypoints> {
-        let mark = |i: usize| {
-            if let Some(m) = marks.get_mut(i) {
-                *m = facemark_app::clock::ticks();
-            }
-        };
+        let mark = |i: usize| facemark_serve::set_mark(marks, i, facemark_app::clock::ticks());
         match Part::new(0, 1) {
             Some(alone) if !self.both_cores => {
                 facemark_app::dual::infer_alone(model, arena, image_at, alone, mark)
