@@ -1,8 +1,9 @@
 //! Two cores, one inference. Core 0 serves; for each inference it posts a
 //! job (the model and the arena) that core 1 is waiting for, and both run
-//! their part ([`run_part`]: half of every layer's output channels),
-//! meeting at a barrier after each conv row and around each dense layer's
-//! writes. Shared memory and atomics only, no heap: the SSE-200 (QEMU's
+//! their part ([`run_part`]: half the output channels of convs 1 and 2
+//! and the dense layers, every other row of convs 3 and 4), meeting at a
+//! barrier after each row of convs 1 and 2, at the end of convs 3 and 4
+//! and around each dense layer's writes. Shared memory and atomics only, no heap: the SSE-200 (QEMU's
 //! AN521) and the RP2350 both give their cores exclusive access to SRAM,
 //! and SEV/WFE let a waiting core sleep until the other has moved.
 //!
