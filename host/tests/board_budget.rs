@@ -6,13 +6,11 @@
 #[path = "../../tests/tests/qemu_common/mod.rs"]
 mod qemu_common;
 
-#[test]
-fn the_an386_firmware_keeps_its_speed_ram_and_flash_budgets() {
-    if !qemu_common::have_tool("qemu-system-arm", "qemu-system-arm") {
-        return;
-    }
+/// `facemark bench board --json` with `args`: its report.
+fn bench_board(args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_facemark"))
-        .args(["bench", "board", "--json", "--images", "2"])
+        .args(["bench", "board", "--json"])
+        .args(args)
         .output()
         .expect("run facemark bench board");
     assert!(
@@ -20,7 +18,15 @@ fn the_an386_firmware_keeps_its_speed_ram_and_flash_budgets() {
         "bench board failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+#[test]
+fn the_an386_firmware_keeps_its_speed_ram_and_flash_budgets() {
+    if !qemu_common::have_tool("qemu-system-arm", "qemu-system-arm") {
+        return;
+    }
+    let r = bench_board(&["--images", "2"]);
     let instr = r["instructions_per_inference"].as_u64().unwrap();
     let macs = r["macs"].as_u64().unwrap();
     let peak = r["peak_ram_bytes"]
@@ -49,25 +55,7 @@ fn the_two_core_split_keeps_its_expected_latency() {
     if !qemu_common::have_tool("qemu-system-arm", "qemu-system-arm") {
         return;
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facemark"))
-        .args([
-            "bench",
-            "board",
-            "--machine",
-            "an521",
-            "--peer",
-            "--json",
-            "--images",
-            "1",
-        ])
-        .output()
-        .expect("run facemark bench board");
-    assert!(
-        out.status.success(),
-        "bench board failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let r = bench_board(&["--machine", "an521", "--peer", "--images", "1"]);
     let total = |k: &str| r[k]["instructions_per_inference"].as_u64().unwrap();
     let (one, c0, c1) = (
         total("one_core_peer"),

@@ -382,8 +382,9 @@ pub unsafe fn run_part<K: Kernels>(
     for (i, &p) in PLACEMENTS.iter().enumerate().take(LAYER_COUNT - 1) {
         let lv = model.layer(i);
         let l = lv.layer;
+        // This part's channels, where the layer is shared out by channels.
         let mine = part.channels(l.out_ch);
-        let view = lv.output_channels(mine.clone());
+        let view = || lv.output_channels(mine.clone());
         if l.is_conv() && !p.overlaps(&l) {
             // Maps apart: no row writes over another's input, so each part
             // runs whole rows (every channel), and no input transform or
@@ -418,6 +419,7 @@ pub unsafe fn run_part<K: Kernels>(
             // row before it reads, so rows run in order, each shared out by
             // channels, with a barrier after each.
             let mut row = [0i8; MAX_CONV_OUT_ROW];
+            let view = view();
             for r in conv_rows(l, p) {
                 if let Some(v) = &view {
                     let n = v.layer.out_ch;
@@ -448,6 +450,7 @@ pub unsafe fn run_part<K: Kernels>(
             }
         } else {
             let mut acc = [0i32; MAX_DENSE_OUT];
+            let view = view();
             if let Some(v) = &view {
                 K::dense(
                     v,

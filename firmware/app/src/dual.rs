@@ -120,24 +120,62 @@ pub fn core1_serve() -> ! {
     }
 }
 
-/// Whether core 1 has started and waits for jobs, polled up to `spins`
-/// times (a board calls this once at boot and serves on one core if not).
-pub fn core1_started(spins: u32) -> bool {
-    for _ in 0..spins {
-        if SHARED.core1_ready.load(Ordering::Acquire) {
-            return true;
+/// How a board shares its inferences between the cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Each core computes its part ([`run_part`]) at once with the other.
+    BothCores,
+    /// Core 0 alone: core 1 did not start, or a one-core build.
+    OneCore,
+    /// Only part `k` of 2, on core 0 (the other part is not computed, so
+    /// the keypoints are not the network's): one core's instructions,
+    /// which `facemark bench board --peer` reports per core.
+    OnePart(usize),
+}
+
+impl Split {
+    /// Once a board has tried to launch core 1 (`launched`): both cores if
+    /// core 1 then reached [`core1_serve`] within a million polls (it
+    /// needs a few hundred instructions), else core 0 alone; logged.
+    pub fn after_launch(launched: bool) -> Self {
+        let started = launched
+            && (0..1_000_000).any(|_| {
+                core::hint::spin_loop();
+                SHARED.core1_ready.load(Ordering::Acquire)
+            });
+        if started {
+            defmt::info!("core 1 started: inferences run on both cores");
+            Split::BothCores
+        } else {
+            defmt::error!("core 1 did not start: inferences run on core 0 alone");
+            Split::OneCore
         }
-        core::hint::spin_loop();
     }
-    false
+}
+
+/// One inference on the image at `image_at` of the arena, shared as
+/// `split` says, calling `on_layer(i)` once layer `i` is done (the boards'
+/// `Board::infer`). `None` if the image does not fit.
+pub fn infer(
+    split: Split,
+    model: &Model<'_>,
+    arena: &mut Arena,
+    image_at: usize,
+    on_layer: impl FnMut(usize),
+) -> Option<Keypoints> {
+    match split {
+        Split::BothCores => infer_on_both(model, arena, image_at, on_layer),
+        Split::OneCore => infer_alone(model, arena, image_at, Part::new(0, 1)?, on_layer),
+        Split::OnePart(k) => infer_alone(model, arena, image_at, Part::new(k, 2)?, on_layer),
+    }
 }
 
 /// Core 0's side of an inference on both cores: the image at `image_at`
 /// of the arena goes where the network reads it, core 1 gets the job, and
 /// this core runs part 0, calling `on_layer(i)` once layer `i` is done on
-/// both. `None` if the image does not fit. Call only once
-/// [`core1_started`] said so.
-pub fn infer_on_both(
+/// both. `None` if the image does not fit. Only once core 1 has started
+/// ([`Split::after_launch`]).
+fn infer_on_both(
     model: &Model<'_>,
     arena: &mut Arena,
     image_at: usize,
@@ -163,13 +201,10 @@ pub fn infer_on_both(
     unsafe { run_part::<Selected>(model, arena, part, &Side(0), own, on_layer) }
 }
 
-/// Part `index` of `count` alone on core 0, with core 0's working memory:
-/// with `count` 1, the whole inference on one core (the peer the two-core
-/// split is measured against, with the same memory); with 2, one core's
-/// share of the split (the other part is not computed, so the keypoints
-/// are not the network's), whose instructions `facemark bench board
-/// --peer` reports per core.
-pub fn infer_alone(
+/// `part` alone on core 0, with core 0's working memory: the whole
+/// inference on one core when it is the only part (the peer the two-core
+/// split is measured against, with the same memory), or one core's share.
+fn infer_alone(
     model: &Model<'_>,
     arena: &mut Arena,
     image_at: usize,

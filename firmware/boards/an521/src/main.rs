@@ -13,8 +13,8 @@ use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 
 use cortex_m_rt::{entry, exception};
 use defmt_semihosting as _;
+use facemark_app::dual::Split;
 use facemark_app::uart::CmsdkUart;
-use facemark_core::infer::Part;
 use facemark_core::network::LAYER_COUNT;
 use facemark_core::{Arena, Keypoints, Model};
 use facemark_serve::{Board, Event};
@@ -41,18 +41,7 @@ unsafe fn DefaultHandler(_irqn: i16) {
     unsafe { CmsdkUart::clear_rx_interrupt(UART0) };
 }
 
-/// How this build shares an inference between the cores (see the
-/// crate's features).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Split {
-    /// Each core computes half of every layer's channels.
-    BothCores,
-    /// Core 0 alone (core 1 did not start, or the `one-core` build).
-    OneCore,
-    /// Only part `k` of the split, on core 0: its instruction count.
-    OnePart(usize),
-}
-
+/// How this build shares its inferences (see the crate's features).
 const BUILD_SPLIT: Split = if cfg!(feature = "part0-only") {
     Split::OnePart(0)
 } else if cfg!(feature = "part1-only") {
@@ -99,16 +88,7 @@ impl Board for An521 {
         marks: &mut [u64; LAYER_COUNT],
     ) -> Option<Keypoints> {
         let mark = |i: usize| facemark_serve::set_mark(marks, i, instructions());
-        let part = |k: usize, n: usize| Part::new(k, n).expect("a part of the split");
-        match self.split {
-            Split::BothCores => facemark_app::dual::infer_on_both(model, arena, image_at, mark),
-            Split::OnePart(k) => {
-                facemark_app::dual::infer_alone(model, arena, image_at, part(k, 2), mark)
-            }
-            Split::OneCore => {
-                facemark_app::dual::infer_alone(model, arena, image_at, part(0, 1), mark)
-            }
-        }
+        facemark_app::dual::infer(self.split, model, arena, image_at, mark)
     }
 }
 
@@ -175,14 +155,7 @@ fn main() -> ! {
     unsafe { write_volatile(NVIC_ISER1 as *mut u32, UART0_IRQS) };
     let split = if BUILD_SPLIT == Split::BothCores {
         start_core1();
-        // Core 1 needs a few hundred instructions to get there.
-        if facemark_app::dual::core1_started(1_000_000) {
-            defmt::info!("core 1 started: inferences run on both cores");
-            Split::BothCores
-        } else {
-            defmt::error!("core 1 did not start: inferences run on core 0 alone");
-            Split::OneCore
-        }
+        Split::after_launch(true)
     } else {
         BUILD_SPLIT
     };

@@ -11,11 +11,11 @@
 use core::convert::Infallible;
 
 use defmt_rtt as _;
+use facemark_app::dual::Split;
 use facemark_core::network::{CONV_LAYERS, CONV_WEIGHT_BYTES};
 use facemark_serve::{Board, Event, Link};
 use rp235x_hal as hal;
 
-use facemark_core::infer::Part;
 use facemark_core::network::LAYER_COUNT;
 use facemark_core::{Arena, Keypoints, Model};
 use hal::clocks::Clock as _;
@@ -63,8 +63,8 @@ impl<P: ValidUartPinout<UART0>> Link for Uart<P> {
 }
 
 pub struct Pico2 {
-    /// Whether core 1 started and takes its share of each inference.
-    both_cores: bool,
+    /// Both cores, or core 0 alone should core 1 not start.
+    split: Split,
 }
 
 /// Core 1's stack, in words (the kernels' frames and the row buffer take
@@ -92,12 +92,7 @@ impl Board for Pico2 {
         marks: &mut [u64; LAYER_COUNT],
     ) -> Option<Keypoints> {
         let mark = |i: usize| facemark_serve::set_mark(marks, i, facemark_app::clock::ticks());
-        match Part::new(0, 1) {
-            Some(alone) if !self.both_cores => {
-                facemark_app::dual::infer_alone(model, arena, image_at, alone, mark)
-            }
-            _ => facemark_app::dual::infer_on_both(model, arena, image_at, mark),
-        }
+        facemark_app::dual::infer(self.split, model, arena, image_at, mark)
     }
 }
 
@@ -124,20 +119,12 @@ fn main() -> ! {
     facemark_app::clock::start(cp.SYST);
     let mut sio = hal::Sio::new(pac.SIO);
     let mut cores = Multicore::new(&mut pac.PSM, &mut pac.PPB, &mut sio.fifo);
-    let both_cores = match CORE1_STACK.take() {
-        Some(stack) => {
-            cores.cores()[1]
-                .spawn(stack, || facemark_app::dual::core1_serve())
-                .is_ok()
-                && facemark_app::dual::core1_started(1_000_000)
-        }
-        None => false,
-    };
-    if both_cores {
-        defmt::info!("core 1 started: inferences run on both cores");
-    } else {
-        defmt::error!("core 1 did not start: inferences run on core 0 alone");
-    }
+    let launched = CORE1_STACK.take().is_some_and(|stack| {
+        cores.cores()[1]
+            .spawn(stack, || facemark_app::dual::core1_serve())
+            .is_ok()
+    });
+    let split = Split::after_launch(launched);
     let pins = hal::gpio::Pins::new(
         pac.IO_BANK0,
         pac.PADS_BANK0,
@@ -154,13 +141,7 @@ fn main() -> ! {
     };
     // SAFETY: the only reference to the static, made once here.
     let copy = unsafe { &mut *core::ptr::addr_of_mut!(CONV_WEIGHTS) };
-    facemark_app::run_with_weights_in(
-        Pico2 { both_cores },
-        &mut Uart(uart),
-        halt,
-        0..CONV_LAYERS,
-        copy,
-    )
+    facemark_app::run_with_weights_in(Pico2 { split }, &mut Uart(uart), halt, 0..CONV_LAYERS, copy)
 }
 
 /// The conv layers' weights in SRAM (95 KiB of the 520 KiB): flash is read
