@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+// burn allocates and frees megabyte tensors on every training step; glibc
+// gave them back to the kernel and faulted them in again each time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match facemark::cli::main() {
         Ok(()) => ExitCode::SUCCESS,

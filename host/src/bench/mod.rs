@@ -5,8 +5,10 @@
 //! CPU running the same network (built from the same layer table) with the
 //! same batch size, in the same run, and the ratios.
 //!
-//! PyTorch runs `scripts/bench_train_torch.py` with `torch.set_num_threads(2)`;
-//! when `torch` is not installed the report says so and shows burn alone.
+//! Both sides run on `--threads` threads (default 2): burn in a rayon pool of
+//! that size, PyTorch through `scripts/bench_train_torch.py` with
+//! `torch.set_num_threads`; when `torch` is not installed the report says so
+//! and shows burn alone.
 
 pub mod board;
 pub mod host;

@@ -63,7 +63,8 @@ pub struct BenchTrainArgs {
     /// The PyTorch script (default: scripts/bench_train_torch.py in the repository).
     #[arg(long)]
     pub torch_script: Option<PathBuf>,
-    /// PyTorch CPU threads.
+    /// CPU threads, for burn (its rayon pool) and PyTorch alike: the ratio
+    /// compares the two at the same count.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Leave out ndarray.
@@ -93,10 +94,16 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
         eprintln!("{w}");
     }
     let mut rows = Vec::new();
-    let flex =
-        time_burn(Backend::Flex, a.batches, a.warmup, a.batch).context("timing burn flex")?;
+    // flex and gemm split their work over the current rayon pool.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads)
+        .build()
+        .context("starting burn's thread pool")?;
+    let flex = pool
+        .install(|| time_burn(Backend::Flex, a.batches, a.warmup, a.batch))
+        .context("timing burn flex")?;
     rows.push(Timing {
-        name: "burn flex".into(),
+        name: format!("burn flex ({} threads)", a.threads),
         batches: a.batches,
         seconds_per_batch: Some(flex.seconds_per_batch),
         note: None,
@@ -105,15 +112,18 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
         eprintln!("burn flex: {:.4} s/batch", flex.seconds_per_batch);
     }
     if !a.skip_ndarray {
-        let nd = time_burn(
-            Backend::Ndarray,
-            a.ndarray_batches,
-            a.warmup.min(1),
-            a.batch,
-        )
-        .context("timing burn ndarray")?;
+        let nd = pool
+            .install(|| {
+                time_burn(
+                    Backend::Ndarray,
+                    a.ndarray_batches,
+                    a.warmup.min(1),
+                    a.batch,
+                )
+            })
+            .context("timing burn ndarray")?;
         rows.push(Timing {
-            name: "burn ndarray".into(),
+            name: format!("burn ndarray ({} threads)", a.threads),
             batches: a.ndarray_batches,
             seconds_per_batch: Some(nd.seconds_per_batch),
             note: None,
@@ -209,10 +219,10 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
     }
     if let (Some(f), Some(n)) = (
         rows.iter()
-            .find(|r| r.name == "burn flex")
+            .find(|r| r.name.starts_with("burn flex"))
             .and_then(|r| r.seconds_per_batch),
         rows.iter()
-            .find(|r| r.name == "burn ndarray")
+            .find(|r| r.name.starts_with("burn ndarray"))
             .and_then(|r| r.seconds_per_batch),
     ) {
         println!("ndarray / flex: {:.1}", n / f);
