@@ -111,6 +111,7 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
     if !a.json {
         eprintln!("burn flex: {:.4} s/batch", flex.seconds_per_batch);
     }
+    let mut ndarray_seconds = None;
     if !a.skip_ndarray {
         let nd = pool
             .install(|| {
@@ -131,6 +132,7 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
         if !a.json {
             eprintln!("burn ndarray: {:.4} s/batch", nd.seconds_per_batch);
         }
+        ndarray_seconds = Some(nd.seconds_per_batch);
     }
     if !a.skip_torch {
         let peer = TorchPeer {
@@ -217,15 +219,8 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
             "PyTorch is not available, so there are no ratios to it (pip install torch, then rerun)"
         );
     }
-    if let (Some(f), Some(n)) = (
-        rows.iter()
-            .find(|r| r.name.starts_with("burn flex"))
-            .and_then(|r| r.seconds_per_batch),
-        rows.iter()
-            .find(|r| r.name.starts_with("burn ndarray"))
-            .and_then(|r| r.seconds_per_batch),
-    ) {
-        println!("ndarray / flex: {:.1}", n / f);
+    if let Some(n) = ndarray_seconds {
+        println!("ndarray / flex: {:.1}", n / flex.seconds_per_batch);
     }
     Ok(())
 }
