@@ -1,8 +1,10 @@
 //! The float network: the burn model the trainer trains (`net`), its weights
 //! in one framework-free form (`weights`), and ONNX in (`onnx_in`).
 
+pub mod conv3x3;
 pub mod net;
 pub mod onnx_in;
+pub mod relu_pool;
 pub mod weights;
 
 use anyhow::{Context, Result, ensure};
