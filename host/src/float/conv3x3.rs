@@ -311,31 +311,13 @@ pub fn forward_f32(x: &[f32], w: &[f32], b: &[f32], s: Conv3x3Shape) -> Vec<f32>
             COLS.with_borrow_mut(|cols| {
                 cols.resize(k * plane, 0.0);
                 im2col(xn, s, cols);
-                // SAFETY: dst yn is O x HW row-major, lhs w O x 9C row-major,
-                // rhs cols 9C x HW row-major; lengths asserted above.
-                unsafe {
-                    gemm::gemm(
-                        s.out_ch,
-                        plane,
-                        k,
-                        yn.as_mut_ptr(),
-                        1,
-                        plane as isize,
-                        true,
-                        w.as_ptr(),
-                        1,
-                        k as isize,
-                        cols.as_ptr(),
-                        1,
-                        plane as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism,
-                    );
-                }
+                matmul(
+                    (yn, Strided::row_major(s.out_ch, plane)),
+                    (w, Strided::row_major(s.out_ch, k)),
+                    (cols, Strided::row_major(k, plane)),
+                    true,
+                    parallelism,
+                );
             });
         });
     y
@@ -361,32 +343,13 @@ pub fn input_grad_f32(w: &[f32], dy: &[f32], s: Conv3x3Shape) -> Vec<f32> {
         .for_each(|(dxn, dyn_)| {
             COLS.with_borrow_mut(|dcols| {
                 dcols.resize(k * plane, 0.0);
-                // SAFETY: dst dcols is 9C x HW row-major; lhs is w^T, element
-                // (r, o) at w[o * 9C + r]; rhs dy O x HW row-major; lengths
-                // asserted above and resized here.
-                unsafe {
-                    gemm::gemm(
-                        k,
-                        plane,
-                        s.out_ch,
-                        dcols.as_mut_ptr(),
-                        1,
-                        plane as isize,
-                        false,
-                        w.as_ptr(),
-                        k as isize,
-                        1,
-                        dyn_.as_ptr(),
-                        1,
-                        plane as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism,
-                    );
-                }
+                matmul(
+                    (dcols, Strided::row_major(k, plane)),
+                    (w, Strided::transposed(k, s.out_ch)),
+                    (dyn_, Strided::row_major(s.out_ch, plane)),
+                    false,
+                    parallelism,
+                );
                 col2im(dcols, s, dxn);
             });
         });
@@ -459,32 +422,95 @@ fn im2col(x: &[f32], s: Conv3x3Shape, cols: &mut [f32]) {
 
 /// `dw[O, 9C] (+)= dy[O, HW] * cols[9C, HW]^T` on this thread.
 fn accumulate_product(dy: &[f32], cols: &[f32], s: Conv3x3Shape, dw: &mut [f32], add: bool) {
-    let (m, n, k) = (s.out_ch, s.in_ch * 9, s.plane());
-    assert!(dy.len() == m * k && cols.len() == n * k && dw.len() == m * n);
-    // SAFETY: dst is m x n row-major (dw, m*n), lhs m x k row-major (dy,
-    // m*k), rhs k x n with element (kk, j) at cols[j*k + kk] (n*k): the
-    // strides below stay inside those three buffers, checked just above.
+    let (o, k, plane) = (s.out_ch, s.in_ch * 9, s.plane());
+    matmul(
+        (dw, Strided::row_major(o, k)),
+        (dy, Strided::row_major(o, plane)),
+        (cols, Strided::transposed(plane, k)),
+        add,
+        gemm::Parallelism::None,
+    );
+}
+
+/// A matrix inside a slice: element `(i, j)` at `i * row_stride + j * col_stride`.
+#[derive(Clone, Copy, Debug)]
+struct Strided {
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl Strided {
+    fn row_major(rows: usize, cols: usize) -> Self {
+        Strided {
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// `rows x cols`, the transpose of a row-major `cols x rows` matrix.
+    fn transposed(rows: usize, cols: usize) -> Self {
+        Strided {
+            rows,
+            cols,
+            row_stride: 1,
+            col_stride: rows,
+        }
+    }
+
+    /// One past the largest offset the view reaches.
+    fn extent(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            0
+        } else {
+            (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride + 1
+        }
+    }
+}
+
+/// `dst = lhs * rhs`, or `dst += lhs * rhs` when `accumulate`, through
+/// `gemm`; the one unsafe call of the module, every view checked first.
+fn matmul(
+    (dst, d): (&mut [f32], Strided),
+    (lhs, l): (&[f32], Strided),
+    (rhs, r): (&[f32], Strided),
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    assert!(
+        l.rows == d.rows && r.cols == d.cols && l.cols == r.rows,
+        "matmul: shapes {d:?} = {l:?} * {r:?}"
+    );
+    assert!(
+        d.extent() <= dst.len() && l.extent() <= lhs.len() && r.extent() <= rhs.len(),
+        "matmul: a view reaches outside its slice"
+    );
+    // SAFETY: the asserts keep every element gemm reads or writes inside its
+    // slice; `dst` is a unique borrow, so it overlaps neither operand.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            dw.as_mut_ptr(),
-            1,
-            n as isize,
-            add,
-            dy.as_ptr(),
-            1,
-            k as isize,
-            cols.as_ptr(),
-            k as isize,
-            1,
+            d.rows,
+            d.cols,
+            l.cols,
+            dst.as_mut_ptr(),
+            d.col_stride as isize,
+            d.row_stride as isize,
+            accumulate,
+            lhs.as_ptr(),
+            l.col_stride as isize,
+            l.row_stride as isize,
+            rhs.as_ptr(),
+            r.col_stride as isize,
+            r.row_stride as isize,
             1.0,
             1.0,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -705,6 +731,46 @@ mod tests {
     #[test]
     fn autodiff_ndarray_gradients_match_burns_conv() {
         check_autodiff(Device::ndarray().autodiff());
+    }
+
+    #[test]
+    fn matmul_multiplies_through_views_and_accumulates() {
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2 x 3
+        let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // 3 x 2
+        let mut c = [0.0; 4];
+        let none = gemm::Parallelism::None;
+        matmul(
+            (&mut c, Strided::row_major(2, 2)),
+            (&a, Strided::row_major(2, 3)),
+            (&b, Strided::row_major(3, 2)),
+            false,
+            none,
+        );
+        assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
+        // a^T * a^T^T through a transposed view of the same buffer, added.
+        let mut d = [1.0; 9];
+        matmul(
+            (&mut d, Strided::row_major(3, 3)),
+            (&a, Strided::transposed(3, 2)),
+            (&a, Strided::row_major(2, 3)),
+            true,
+            none,
+        );
+        assert_eq!(d, [18.0, 23.0, 28.0, 23.0, 30.0, 37.0, 28.0, 37.0, 46.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its slice")]
+    fn matmul_refuses_a_view_outside_its_slice() {
+        let a = [1.0; 5]; // one short of 2 x 3
+        let mut c = [0.0; 4];
+        matmul(
+            (&mut c, Strided::row_major(2, 2)),
+            (&a, Strided::row_major(2, 3)),
+            (&[1.0; 6], Strided::row_major(3, 2)),
+            false,
+            gemm::Parallelism::None,
+        );
     }
 
     #[test]
