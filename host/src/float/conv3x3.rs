@@ -129,19 +129,24 @@ fn f32_dims(t: &FlexTensor) -> Option<[usize; 4]> {
     (t.dtype() == DType::F32 && s.num_dims() == 4).then(|| [s[0], s[1], s[2], s[3]])
 }
 
-fn flex_f32(v: Vec<f32>, shape: Shape) -> FlexTensor {
+/// The conv's sizes when flex's f32 kernels can run it: `x` and `weight`
+/// 4-D f32, the weight `[O, C, 3, 3]` for the input's `C`; `None` sends the
+/// pass to burn's own op.
+fn fast_shape(x: &FlexTensor, weight: &FlexTensor) -> Option<Conv3x3Shape> {
+    let (dims, [out_ch, in_ch, kh, kw]) = (f32_dims(x)?, f32_dims(weight)?);
+    (in_ch == dims[1] && [kh, kw] == [3, 3]).then(|| Conv3x3Shape::new(dims, out_ch))
+}
+
+/// A contiguous f32 flex tensor holding `v`.
+pub(super) fn flex_f32(v: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(v), Layout::contiguous(shape), DType::F32)
 }
 
 impl Conv3x3Kernels for Flex {
     fn conv3x3_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        let (Some(dims), Some(wd)) = (f32_dims(&x), f32_dims(&weight)) else {
+        let Some(s) = fast_shape(&x, &weight).filter(|_| bias.dtype() == DType::F32) else {
             return Flex::conv2d(x, weight, Some(bias), options());
         };
-        if bias.dtype() != DType::F32 || wd[1] != dims[1] || wd[2..] != [3, 3] {
-            return Flex::conv2d(x, weight, Some(bias), options());
-        }
-        let s = Conv3x3Shape::new(dims, wd[0]);
         let (x, weight, bias) = (
             x.to_contiguous(),
             weight.to_contiguous(),
@@ -156,15 +161,12 @@ impl Conv3x3Kernels for Flex {
         weight: FlexTensor,
         output_grad: FlexTensor,
     ) -> FlexTensor {
-        let (Some(dims), Some(wd), Some(_)) =
-            (f32_dims(&x), f32_dims(&weight), f32_dims(&output_grad))
-        else {
+        let (Some(s), Some(_)) = (fast_shape(&x, &weight), f32_dims(&output_grad)) else {
             return Flex::conv2d_x_backward(x, weight, output_grad, options());
         };
-        let s = Conv3x3Shape::new(dims, wd[0]);
         let (weight, g) = (weight.to_contiguous(), output_grad.to_contiguous());
         let dx = input_grad_f32(weight.storage(), g.storage(), s);
-        flex_f32(dx, Shape::new(dims))
+        flex_f32(dx, Shape::new([s.batch, s.in_ch, s.height, s.width]))
     }
 
     fn conv3x3_param_grads(
@@ -172,21 +174,15 @@ impl Conv3x3Kernels for Flex {
         weight: FlexTensor,
         output_grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor) {
-        if x.dtype() != DType::F32 || output_grad.dtype() != DType::F32 {
+        let (Some(shape), Some(g_dims)) = (fast_shape(&x, &weight), f32_dims(&output_grad)) else {
             return reference_param_grads::<Flex>(x, weight, output_grad);
-        }
-        let x = x.to_contiguous();
-        let g = output_grad.to_contiguous();
-        let dims = |t: &FlexTensor| -> [usize; 4] {
-            let s = t.layout().shape();
-            [s[0], s[1], s[2], s[3]]
         };
-        let shape = Conv3x3Shape::new(dims(&x), dims(&g)[1]);
         assert_eq!(
-            dims(&g),
+            g_dims,
             [shape.batch, shape.out_ch, shape.height, shape.width],
             "conv3x3: output gradient's shape does not match the input's"
         );
+        let (x, g) = (x.to_contiguous(), output_grad.to_contiguous());
         let (dw, db) = param_grads_f32(x.storage::<f32>(), g.storage::<f32>(), shape);
         (
             flex_f32(dw, Shape::new([shape.out_ch, shape.in_ch, 3, 3])),
@@ -220,6 +216,16 @@ impl Conv3x3Shape {
     fn plane(&self) -> usize {
         self.height * self.width
     }
+
+    /// Rows of the im2col matrix: `9C`.
+    fn taps(&self) -> usize {
+        self.in_ch * 9
+    }
+
+    /// Elements of one sample's input, `C*H*W`, and output, `O*H*W`.
+    fn sample_lens(&self) -> (usize, usize) {
+        (self.in_ch * self.plane(), self.out_ch * self.plane())
+    }
 }
 
 thread_local! {
@@ -228,20 +234,28 @@ thread_local! {
     static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// `f` on this thread's im2col buffer, `9C x HW` for the conv `s`.
+fn with_cols<R>(s: Conv3x3Shape, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    COLS.with_borrow_mut(|cols| {
+        cols.resize(s.taps() * s.plane(), 0.0);
+        f(cols)
+    })
+}
+
 /// `dW` (`[O, C*9]`, row-major) and `db` (`[O]`) from `x [N, C, H, W]` and
 /// `dY [N, O, H, W]`, both contiguous. The batch is cut into one contiguous
 /// run of samples per thread of the current rayon pool; the partial sums
 /// are added in run order, so a run repeats exactly at a given thread count.
 pub fn param_grads_f32(x: &[f32], dy: &[f32], s: Conv3x3Shape) -> (Vec<f32>, Vec<f32>) {
     let plane = s.plane();
-    let (x_len, dy_len) = (s.in_ch * plane, s.out_ch * plane);
+    let (x_len, dy_len) = s.sample_lens();
     assert_eq!(x.len(), s.batch * x_len, "conv3x3: input length");
     assert_eq!(
         dy.len(),
         s.batch * dy_len,
         "conv3x3: output gradient length"
     );
-    let dw_len = s.out_ch * s.in_ch * 9;
+    let dw_len = s.out_ch * s.taps();
     if s.batch == 0 || plane == 0 {
         return (vec![0.0; dw_len], vec![0.0; s.out_ch]);
     }
@@ -253,8 +267,7 @@ pub fn param_grads_f32(x: &[f32], dy: &[f32], s: Conv3x3Shape) -> (Vec<f32>, Vec
             let samples = run * per_run..((run + 1) * per_run).min(s.batch);
             let mut dw = vec![0.0f32; dw_len];
             let mut db = vec![0.0f32; s.out_ch];
-            COLS.with_borrow_mut(|cols| {
-                cols.resize(s.in_ch * 9 * plane, 0.0);
+            with_cols(s, |cols| {
                 for (i, n) in samples.enumerate() {
                     let xn = &x[n * x_len..(n + 1) * x_len];
                     let dyn_ = &dy[n * dy_len..(n + 1) * dy_len];
@@ -291,8 +304,8 @@ fn inner_parallelism(batch: usize) -> gemm::Parallelism {
 /// `y [N, O, H, W]` from `x [N, C, H, W]`, `w [O, C*9]`, `b [O]`: per sample
 /// `y[O, HW] = b + w[O, 9C] * cols[9C, HW]`.
 pub fn forward_f32(x: &[f32], w: &[f32], b: &[f32], s: Conv3x3Shape) -> Vec<f32> {
-    let plane = s.plane();
-    let (x_len, y_len, k) = (s.in_ch * plane, s.out_ch * plane, s.in_ch * 9);
+    let (plane, k) = (s.plane(), s.taps());
+    let (x_len, y_len) = s.sample_lens();
     assert!(
         x.len() == s.batch * x_len && w.len() == s.out_ch * k && b.len() == s.out_ch,
         "conv3x3: input, weight or bias length"
@@ -308,8 +321,7 @@ pub fn forward_f32(x: &[f32], w: &[f32], b: &[f32], s: Conv3x3Shape) -> Vec<f32>
             for (row, &bias) in yn.chunks_exact_mut(plane).zip(b) {
                 row.fill(bias);
             }
-            COLS.with_borrow_mut(|cols| {
-                cols.resize(k * plane, 0.0);
+            with_cols(s, |cols| {
                 im2col(xn, s, cols);
                 matmul(
                     (yn, Strided::row_major(s.out_ch, plane)),
@@ -327,8 +339,8 @@ pub fn forward_f32(x: &[f32], w: &[f32], b: &[f32], s: Conv3x3Shape) -> Vec<f32>
 /// `dcols[9C, HW] = w^T * dy[O, HW]`, then each column added back where
 /// im2col took it from (col2im).
 pub fn input_grad_f32(w: &[f32], dy: &[f32], s: Conv3x3Shape) -> Vec<f32> {
-    let plane = s.plane();
-    let (x_len, y_len, k) = (s.in_ch * plane, s.out_ch * plane, s.in_ch * 9);
+    let (plane, k) = (s.plane(), s.taps());
+    let (x_len, y_len) = s.sample_lens();
     assert!(
         w.len() == s.out_ch * k && dy.len() == s.batch * y_len,
         "conv3x3: weight or output gradient length"
@@ -341,8 +353,7 @@ pub fn input_grad_f32(w: &[f32], dy: &[f32], s: Conv3x3Shape) -> Vec<f32> {
     dx.par_chunks_mut(x_len)
         .zip(dy.par_chunks(y_len))
         .for_each(|(dxn, dyn_)| {
-            COLS.with_borrow_mut(|dcols| {
-                dcols.resize(k * plane, 0.0);
+            with_cols(s, |dcols| {
                 matmul(
                     (dcols, Strided::row_major(k, plane)),
                     (w, Strided::transposed(k, s.out_ch)),
@@ -422,7 +433,7 @@ fn im2col(x: &[f32], s: Conv3x3Shape, cols: &mut [f32]) {
 
 /// `dw[O, 9C] (+)= dy[O, HW] * cols[9C, HW]^T` on this thread.
 fn accumulate_product(dy: &[f32], cols: &[f32], s: Conv3x3Shape, dw: &mut [f32], add: bool) {
-    let (o, k, plane) = (s.out_ch, s.in_ch * 9, s.plane());
+    let (o, k, plane) = (s.out_ch, s.taps(), s.plane());
     matmul(
         (dw, Strided::row_major(o, k)),
         (dy, Strided::row_major(o, plane)),

@@ -32,6 +32,8 @@ use burn::backend::{
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+use super::conv3x3::flex_f32;
+
 const KERNEL: [usize; 2] = [2, 2];
 
 /// Which of a window's four inputs (row-major) won; [`NONE`] when none is
@@ -44,7 +46,7 @@ pub trait ReluPoolBackend: Backend {
     /// `[N, C, H, W]` to `[N, C, H/2, W/2]` (a last odd row or column is
     /// dropped, as burn's pool does).
     fn relu_max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::max_pool2d(Self::relu(x), KERNEL, KERNEL, [0, 0], [1, 1], false)
+        reference_forward::<Self>(x).0
     }
 }
 
@@ -123,11 +125,7 @@ impl ReluPoolKernels for Flex {
         let (out, winners) = pool_forward_f32(x.storage::<f32>(), dims);
         let out_shape = Shape::new([dims[0], dims[1], dims[2] / 2, dims[3] / 2]);
         (
-            FlexTensor::new(
-                Bytes::from_elems(out),
-                Layout::contiguous(out_shape.clone()),
-                DType::F32,
-            ),
+            flex_f32(out, out_shape.clone()),
             FlexTensor::new(
                 Bytes::from_elems(winners),
                 Layout::contiguous(out_shape),
@@ -148,11 +146,7 @@ impl ReluPoolKernels for Flex {
         let g = output_grad.to_contiguous();
         let dims = [x_shape[0], x_shape[1], x_shape[2], x_shape[3]];
         let dx = pool_backward_f32(saved.storage::<u8>(), g.storage::<f32>(), dims);
-        FlexTensor::new(
-            Bytes::from_elems(dx),
-            Layout::contiguous(x_shape),
-            DType::F32,
-        )
+        flex_f32(dx, x_shape)
     }
 }
 
