@@ -478,6 +478,37 @@ fn a_few_training_steps_reduce_the_loss() {
 
 #[test]
 fn resume_reproduces_an_uninterrupted_run() {
+    resume_case(None);
+}
+
+/// `--ema` changes what is validated and kept, never the training steps:
+/// the raw weights score, epoch by epoch, exactly what the same run without
+/// it scores; and a resumed run's average is the uninterrupted run's.
+#[test]
+fn a_weight_average_resumes_exactly_and_leaves_training_unchanged() {
+    let (plain_history, plain_net) = resume_case(None);
+    let (history, net) = resume_case(Some(0.9));
+    assert_eq!(plain_history.len(), history.len());
+    for (p, e) in plain_history.iter().zip(&history) {
+        assert_eq!(p.raw_val_score, None);
+        assert_eq!(e.raw_val_score, Some(p.val_score), "epoch {}", e.epoch);
+        assert_eq!(e.train_loss, p.train_loss);
+        assert_ne!(e.val_score, p.val_score, "epoch {}", e.epoch);
+    }
+    // The average is neither the raw weights nor the initial ones.
+    assert_ne!(net, plain_net);
+    assert_ne!(net, Net::new(&dev(), 5).to_float_weights());
+}
+
+/// Trains a small run whole and in two parts (stopped inside epoch 2,
+/// resumed) and checks that they agree; returns the run's history and the
+/// weights of the model it returns.
+fn resume_case(
+    ema: Option<f64>,
+) -> (
+    Vec<facemark::train::EpochMetrics>,
+    facemark::float::weights::FloatWeights,
+) {
     let s = synthetic(10, 12);
     let train_set = Dataset {
         samples: s[..6].to_vec(),
@@ -501,6 +532,7 @@ fn resume_reproduces_an_uninterrupted_run() {
             ..Default::default()
         },
         seed: 5,
+        ema,
         ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
@@ -615,6 +647,18 @@ fn resume_reproduces_an_uninterrupted_run() {
     ] {
         assert!(b.join(f).is_file(), "{f} missing");
     }
+    // With --ema the run returns and keeps the average, saved for --resume.
+    let average = b.join("last/average.bpk");
+    assert_eq!(average.is_file(), ema.is_some());
+    let kept = if ema.is_some() {
+        average
+    } else {
+        b.join("last/model.bpk")
+    };
+    assert_eq!(
+        load_float_weights(&kept).unwrap(),
+        rest.net.to_float_weights()
+    );
     assert_eq!(
         std::fs::read_to_string(a.join("metrics.csv"))
             .unwrap()
@@ -626,6 +670,7 @@ fn resume_reproduces_an_uninterrupted_run() {
         load_float_weights(&a.join("best.bpk")).unwrap(),
         load_float_weights(&b.join("best.bpk")).unwrap()
     );
+    (full.state.history, full.net.to_float_weights())
 }
 
 struct Truth(Vec<[f32; OUTPUTS]>, f32);
@@ -794,6 +839,9 @@ fn cross_validation_trains_each_fold_and_reports_the_spread() {
         assert!(close(s.last_score, f.last_score) && close(s.best_score, f.best_score));
     }
     assert!(close(saved.last.mean, r.last.mean));
+    // Without --ema there are no raw-weight figures.
+    assert_eq!((r.raw_last, r.raw_best), (None, None));
+    assert!(r.folds.iter().all(|f| f.raw_last_score.is_none()));
     // Too few rows for the folds: an error, not a panic.
     assert!(
         facemark::train::cv::cross_validate(
@@ -805,5 +853,67 @@ fn cross_validation_trains_each_fold_and_reports_the_spread() {
             &mut |_, _| {}
         )
         .is_err()
+    );
+}
+
+#[test]
+fn cross_validation_with_a_weight_average_reports_the_raw_weights_beside_it() {
+    let all = Dataset {
+        samples: synthetic(8, 32),
+        source: "synthetic".into(),
+        ..Default::default()
+    };
+    let cfg = TrainConfig {
+        train: "synthetic".into(),
+        epochs: 2,
+        batch: 4,
+        ema: Some(0.9),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let r = facemark::train::cv::cross_validate(
+        &cfg,
+        &all,
+        2,
+        dir.path(),
+        &TrainOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let raw: Vec<f64> = r.folds.iter().map(|f| f.raw_last_score.unwrap()).collect();
+    for f in &r.folds {
+        assert!(f.raw_best_score.unwrap() >= f.raw_last_score.unwrap());
+        assert_ne!(f.raw_last_score, Some(f.last_score));
+    }
+    let spread = r.raw_last.unwrap();
+    assert!((spread.mean - (raw[0] + raw[1]) / 2.0).abs() < 1e-9);
+    assert!(r.raw_best.unwrap().mean >= spread.mean);
+}
+
+#[test]
+fn train_on_val_trains_on_both_files_and_still_validates_on_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, v) = (dir.path().join("t.csv"), dir.path().join("v.csv"));
+    std::fs::write(&t, csv_of(&synthetic(5, 41))).unwrap();
+    std::fs::write(&v, csv_of(&synthetic(3, 42))).unwrap();
+    let mut cfg = TrainConfig {
+        train: t.display().to_string(),
+        val: Some(v.display().to_string()),
+        ..Default::default()
+    };
+    let (train_set, val_set) =
+        facemark::train::load_data(&cfg, &facemark::progress::Silent).unwrap();
+    assert_eq!((train_set.len(), val_set.len()), (5, 3));
+    cfg.train_on_val = true;
+    let (both, val_set) = facemark::train::load_data(&cfg, &facemark::progress::Silent).unwrap();
+    assert_eq!((both.len(), val_set.len()), (8, 3));
+    for (a, b) in both.samples[5..].iter().zip(&val_set.samples) {
+        assert_eq!(a.image, b.image);
+    }
+    assert!(
+        both.samples[..5]
+            .iter()
+            .zip(&train_set.samples)
+            .all(|(a, b)| a.image == b.image)
     );
 }

@@ -39,6 +39,10 @@ pub struct CvArgs {
 pub fn run(args: &CvArgs, matches: &ArgMatches) -> Result<()> {
     let cfg = recipe_config(&args.config, args.recipe, matches)?;
     cfg.check()?;
+    anyhow::ensure!(
+        !cfg.train_on_val,
+        "--train-on-val is `facemark train`'s (the final model); cv already folds --train and --val together"
+    );
     let bars = Bars::new(!args.no_progress);
     let opts = crate::data::LoadOptions {
         skip_bad_rows: cfg.skip_bad_rows,
@@ -50,12 +54,13 @@ pub fn run(args: &CvArgs, matches: &ArgMatches) -> Result<()> {
         all.source = format!("{} + {}", cfg.train, v);
     }
     println!(
-        "cv: {} faces in {} contiguous folds; recipe: {} epochs, schedule {:?}, augment {:?}, seed {}",
+        "cv: {} faces in {} contiguous folds; recipe: {} epochs, schedule {:?}, augment {:?}, weight average {}, seed {}",
         all.len(),
         args.folds,
         cfg.epochs,
         cfg.schedule,
         cfg.augment,
+        cfg.ema.map_or("off".to_string(), |d| format!("EMA {d}")),
         cfg.seed
     );
     std::fs::create_dir_all(&args.out)
@@ -104,5 +109,11 @@ pub fn run(args: &CvArgs, matches: &ArgMatches) -> Result<()> {
         r.best.std,
         args.out.join("cv.json").display()
     );
+    if let (Some(last), Some(best)) = (r.raw_last, r.raw_best) {
+        println!(
+            "the raw weights (without --ema's average): at the last epoch mean {:.1}, std {:.1} (min {:.1}, max {:.1}); at each fold's best epoch mean {:.1}, std {:.1}",
+            last.mean, last.std, last.min, last.max, best.mean, best.std
+        );
+    }
     Ok(())
 }

@@ -41,9 +41,11 @@ pub struct QuantizeArgs {
     /// The int8 model file for the firmware.
     #[arg(short, long, default_value = "models/facemark.fmq")]
     pub output: PathBuf,
-    /// The matching int8 ONNX model (same integers and scales).
-    #[arg(long, default_value = "models/facemark-int8.onnx")]
-    pub onnx: PathBuf,
+    /// The matching int8 ONNX model (same integers and scales); default:
+    /// beside --output, its name with `-int8.onnx` for `.fmq` (so a model
+    /// written elsewhere never overwrites the committed ONNX).
+    #[arg(long)]
+    pub onnx: Option<PathBuf>,
     /// Also write the float ONNX model here.
     #[arg(long)]
     pub float_onnx: Option<PathBuf>,
@@ -77,7 +79,19 @@ pub fn run_export(a: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--onnx`'s default: `dir/name.fmq` -> `dir/name-int8.onnx`.
+fn int8_onnx_beside(fmq: &Path) -> PathBuf {
+    let stem = fmq
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy());
+    fmq.with_file_name(format!("{stem}-int8.onnx"))
+}
+
 pub fn run_quantize(a: &QuantizeArgs) -> Result<()> {
+    let onnx = a
+        .onnx
+        .clone()
+        .unwrap_or_else(|| int8_onnx_beside(&a.output));
     let w = crate::float::load_weights(&a.checkpoint)?;
     let bars = Bars::new(true);
     let data =
@@ -101,7 +115,7 @@ pub fn run_quantize(a: &QuantizeArgs) -> Result<()> {
     };
     let fmq = q.to_fmq();
     write(&a.output, &fmq)?;
-    crate::quant::onnx::save(&crate::quant::onnx::quantized_model(&q, 1, false)?, &a.onnx)?;
+    crate::quant::onnx::save(&crate::quant::onnx::quantized_model(&q, 1, false)?, &onnx)?;
     if let Some(p) = &a.float_onnx {
         crate::quant::onnx::save(&crate::quant::onnx::float_model(&w, 1, false)?, p)?;
         println!("wrote {}", p.display());
@@ -117,8 +131,24 @@ pub fn run_quantize(a: &QuantizeArgs) -> Result<()> {
     );
     println!(
         "wrote {} ({} bytes)",
-        a.onnx.display(),
-        std::fs::metadata(&a.onnx)?.len()
+        onnx.display(),
+        std::fs::metadata(&onnx)?.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_int8_onnx_goes_beside_the_model_file() {
+        let p = |s: &str| int8_onnx_beside(Path::new(s));
+        assert_eq!(
+            p("models/facemark.fmq"),
+            Path::new("models/facemark-int8.onnx")
+        );
+        assert_eq!(p("/tmp/x/cand.fmq"), Path::new("/tmp/x/cand-int8.onnx"));
+        assert_eq!(p("out"), Path::new("out-int8.onnx"));
+    }
 }

@@ -123,11 +123,13 @@ pub(crate) fn print_event(e: TrainEvent<'_>, bars: &Bars, run_dir: &Path) {
         } => {
             bars.end();
             println!(
-                "epoch {:>3}/{epochs}  train loss {:.6}  val MSE {:.6}  score {:>7.1}  RMSE {:.3} px  lr {:.2e}  {:.1} s{}",
+                "epoch {:>3}/{epochs}  train loss {:.6}  val MSE {:.6}  score {:>7.1}{}  RMSE {:.3} px  lr {:.2e}  {:.1} s{}",
                 m.epoch,
                 m.train_loss,
                 m.val_mse,
                 m.val_score,
+                m.raw_val_score
+                    .map_or(String::new(), |r| format!(" (raw weights {r:.1})")),
                 m.val_rmse_px,
                 m.lr,
                 m.seconds,
@@ -182,6 +184,19 @@ pub fn run(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
             s.epochs_done,
             s.train_seconds / 60.0,
             args.out.display()
+        );
+    }
+    if cfg.train_on_val && !out.interrupted {
+        println!(
+            "--train-on-val: the validation faces were training faces, so keep the last epoch: {}",
+            args.out
+                .join(crate::train::LAST_DIR)
+                .join(if cfg.ema.is_some() {
+                    crate::train::AVERAGE_FILE
+                } else {
+                    crate::train::MODEL_FILE
+                })
+                .display()
         );
     }
     if out.interrupted {
@@ -267,5 +282,26 @@ mod recipe_tests {
         let a = Cli::from_arg_matches(&m).unwrap().train;
         let e = a.config(&m).and_then(|c| c.check()).unwrap_err();
         assert!(format!("{e:#}").contains("lr"), "{e:#}");
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        let mut argv = vec!["facemark", "--train", "t.csv", "--out", "x"];
+        argv.extend_from_slice(args);
+        let m = Cli::command().get_matches_from(argv);
+        let a = Cli::from_arg_matches(&m).unwrap().train;
+        format!("{:#}", a.config(&m).and_then(|c| c.check()).unwrap_err())
+    }
+
+    #[test]
+    fn the_weight_average_and_train_on_val_flags_are_checked() {
+        assert_eq!(config(&[]).ema, None);
+        assert_eq!(config(&["--ema", "0.999"]).ema, Some(0.999));
+        // NaN would be written to config.json as null, i.e. "off": refused.
+        for bad in ["NaN", "0", "1", "1.5", "-0.5"] {
+            let e = refusal(&[&format!("--ema={bad}")]);
+            assert!(e.contains("--ema"), "--ema {bad}: {e}");
+        }
+        assert!(config(&["--val", "v.csv", "--train-on-val"]).train_on_val);
+        assert!(refusal(&["--train-on-val"]).contains("--train-on-val needs --val"));
     }
 }

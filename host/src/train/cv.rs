@@ -9,7 +9,9 @@
 //! block at the last epoch (what a final model trained for a fixed epoch
 //! count gives) and at its best epoch (what choosing the epoch on that
 //! block would give, an optimistic figure). The report gives the mean and
-//! spread over folds of both.
+//! spread over folds of both. With `--ema` the scores are the weight
+//! average's, and the raw weights' (the same training steps) are reported
+//! beside them.
 
 use std::ops::Range;
 use std::path::Path;
@@ -59,6 +61,12 @@ pub struct FoldResult {
     pub last_score: f64,
     pub best_epoch: usize,
     pub best_score: f64,
+    /// With `--ema`: the raw weights' score at the last epoch and at their
+    /// own best epoch.
+    #[serde(default)]
+    pub raw_last_score: Option<f64>,
+    #[serde(default)]
+    pub raw_best_score: Option<f64>,
 }
 
 /// Mean and (sample) standard deviation.
@@ -97,6 +105,11 @@ pub struct CvReport {
     pub last: Spread,
     /// Scores at each fold's best epoch (chosen on the fold itself).
     pub best: Spread,
+    /// With `--ema`: the raw weights' `last` and `best`.
+    #[serde(default)]
+    pub raw_last: Option<Spread>,
+    #[serde(default)]
+    pub raw_best: Option<Spread>,
 }
 
 /// Trains `cfg` on each of `k` folds of `all`, fold `i` in `out/fold-i`;
@@ -149,13 +162,28 @@ pub fn cross_validate(
             last_score: last.val_score,
             best_epoch: best.epoch,
             best_score: best.val_score,
+            raw_last_score: last.raw_val_score,
+            raw_best_score: s
+                .history
+                .iter()
+                .filter_map(|m| m.raw_val_score)
+                .reduce(f64::max),
         });
     }
     let scores = |f: fn(&FoldResult) -> f64| folds.iter().map(f).collect::<Vec<_>>();
+    let raw = |f: fn(&FoldResult) -> Option<f64>| {
+        folds
+            .iter()
+            .map(f)
+            .collect::<Option<Vec<_>>>()
+            .map(|v| Spread::of(&v))
+    };
     let r = CvReport {
         recipe: cfg.clone(),
         last: Spread::of(&scores(|f| f.last_score)),
         best: Spread::of(&scores(|f| f.best_score)),
+        raw_last: raw(|f| f.raw_last_score),
+        raw_best: raw(|f| f.raw_best_score),
         folds,
     };
     std::fs::write(out.join("cv.json"), serde_json::to_string_pretty(&r)?)?;

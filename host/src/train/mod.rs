@@ -18,10 +18,12 @@
 //! - `config.json`: the [`TrainConfig`];
 //! - `metrics.csv`: one row per epoch;
 //! - `best.bpk`: the weights with the lowest validation MSE so far;
-//! - `last/`: `model.bpk`, `optim.bpk`, `state.json` after the last finished
-//!   epoch (replaced as a whole, so a crash leaves the previous one);
+//! - `last/`: `model.bpk`, `optim.bpk`, `state.json` (and with `--ema`
+//!   `average.bpk`) after the last finished epoch (replaced as a whole, so a
+//!   crash leaves the previous one);
 //! - `loss.png`: training loss and validation MSE per epoch.
 
+pub mod average;
 mod config;
 pub mod cv;
 pub(crate) mod plot;
@@ -51,6 +53,7 @@ use crate::data::{Dataset, LoadOptions, Sample};
 use crate::eval::{FloatPredictor, evaluate, rmse_px, score};
 use crate::float::net::Net;
 use crate::progress::Progress;
+use crate::train::average::WeightAverage;
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -59,6 +62,7 @@ pub const LAST_DIR: &str = "last";
 pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
 pub const STATE_FILE: &str = "state.json";
+pub const AVERAGE_FILE: &str = "average.bpk";
 pub const PLOT_FILE: &str = "loss.png";
 
 /// One finished epoch.
@@ -68,9 +72,13 @@ pub struct EpochMetrics {
     pub epoch: usize,
     /// Mean masked MSE over the epoch's batches (with dropout and augmentation).
     pub train_loss: f64,
+    /// Of the model the run produces: the weight average with `--ema`.
     pub val_mse: f64,
     pub val_score: f64,
     pub val_rmse_px: f64,
+    /// With `--ema`: the raw (not averaged) weights' validation score.
+    #[serde(default)]
+    pub raw_val_score: Option<f64>,
     /// Learning rate of the epoch's last step.
     pub lr: f64,
     pub seconds: f64,
@@ -118,7 +126,8 @@ pub struct TrainOptions {
 /// What a call to [`train`] ended with.
 pub struct TrainOutcome {
     pub state: TrainState,
-    /// The last model (after the last finished epoch).
+    /// The model after the last finished epoch: the weight average with
+    /// `--ema`, else the trained weights.
     pub net: Net,
     /// Stopped before the configured epochs (by [`TrainOptions::stop`]).
     pub interrupted: bool,
@@ -346,7 +355,13 @@ pub fn find_last(run_dir: &Path) -> Option<PathBuf> {
 }
 
 /// Replaces `last/` as a whole: write `last.new/`, then swap.
-fn save_last(run_dir: &Path, net: &Net, optim: &ModuleOptimizer, state: &TrainState) -> Result<()> {
+fn save_last(
+    run_dir: &Path,
+    net: &Net,
+    average: Option<&WeightAverage>,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<()> {
     let new = run_dir.join("last.new");
     let last = run_dir.join(LAST_DIR);
     let old = run_dir.join("last.old");
@@ -355,6 +370,9 @@ fn save_last(run_dir: &Path, net: &Net, optim: &ModuleOptimizer, state: &TrainSt
     }
     fs::create_dir_all(&new).with_context(|| format!("creating {}", new.display()))?;
     net.save_checkpoint(&new.join(MODEL_FILE))?;
+    if let Some(a) = average {
+        a.net.save_checkpoint(&new.join(AVERAGE_FILE))?;
+    }
     optim
         .save(new.join(OPTIM_FILE))
         .map_err(|e| anyhow::anyhow!("saving the optimizer state: {e}"))?;
@@ -375,11 +393,19 @@ fn save_last(run_dir: &Path, net: &Net, optim: &ModuleOptimizer, state: &TrainSt
 
 /// Writes `metrics.csv` from the history.
 pub fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
-    let mut s = String::from("epoch,train_loss,val_mse,val_score,val_rmse_px,lr,seconds\n");
+    let mut s =
+        String::from("epoch,train_loss,val_mse,val_score,val_rmse_px,lr,seconds,raw_val_score\n");
     for m in history {
         s += &format!(
-            "{},{:.8},{:.8},{:.3},{:.4},{:.6e},{:.2}\n",
-            m.epoch, m.train_loss, m.val_mse, m.val_score, m.val_rmse_px, m.lr, m.seconds
+            "{},{:.8},{:.8},{:.3},{:.4},{:.6e},{:.2},{}\n",
+            m.epoch,
+            m.train_loss,
+            m.val_mse,
+            m.val_score,
+            m.val_rmse_px,
+            m.lr,
+            m.seconds,
+            m.raw_val_score.map_or(String::new(), |v| format!("{v:.3}"))
         );
     }
     let tmp = path.with_extension("csv.tmp");
@@ -503,6 +529,18 @@ pub fn train(
         )
     };
 
+    let load_average = |last: &Path, decay: f64| -> Result<WeightAverage> {
+        let path = last.join(AVERAGE_FILE);
+        let net = Net::load_checkpoint(&path, &device)
+            .with_context(|| format!("--resume with --ema needs {}", path.display()))?;
+        Ok(WeightAverage::from_net(net, decay))
+    };
+    let mut average = match (cfg.ema, find_last(run_dir)) {
+        (None, _) => None,
+        (Some(decay), Some(last)) if state.epochs_done > 0 => Some(load_average(&last, decay)?),
+        (Some(decay), _) => Some(WeightAverage::new(&net, decay)),
+    };
+
     let stop_requested = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     let n = train_set.len();
     let per_epoch = batches_per_epoch(n, cfg.batch);
@@ -539,6 +577,9 @@ pub fn train(
                 .with_context(|| format!("epoch {}, step {}", epoch + 1, state.steps_done + 1))?;
             net = next;
             state.steps_done += 1;
+            if let Some(a) = average.as_mut() {
+                a.update(&net, state.steps_done)?;
+            }
             loss_sum += loss as f64 * samples.len() as f64;
             loss_n += samples.len();
             report(TrainEvent::Batch {
@@ -554,18 +595,29 @@ pub fn train(
             if let Some(last) = find_last(run_dir) {
                 net = Net::load_checkpoint(&last.join(MODEL_FILE), &device)?;
                 state = read_json(&last.join(STATE_FILE))?;
+                if let Some(decay) = cfg.ema {
+                    average = Some(load_average(&last, decay)?);
+                }
             } else {
                 net = Net::new(&device, cfg.seed);
                 state = TrainState::default();
+                average = cfg.ema.map(|decay| WeightAverage::new(&net, decay));
             }
             break;
         }
 
-        let m = evaluate(
-            &FloatPredictor::new(&net, plain.clone(), "training"),
-            val_set,
-            &crate::progress::Silent,
-        )?;
+        let validate = |n: &Net| {
+            evaluate(
+                &FloatPredictor::new(n, plain.clone(), "training"),
+                val_set,
+                &crate::progress::Silent,
+            )
+        };
+        let m = validate(average.as_ref().map_or(&net, |a| &a.net))?;
+        let raw_val_score = match average {
+            Some(_) => Some(score(validate(&net)?.mse)),
+            None => None,
+        };
         let seconds = start.elapsed().as_secs_f64();
         let em = EpochMetrics {
             epoch: epoch + 1,
@@ -573,6 +625,7 @@ pub fn train(
             val_mse: m.mse,
             val_score: score(m.mse),
             val_rmse_px: rmse_px(m.mse),
+            raw_val_score,
             lr,
             seconds,
         };
@@ -583,7 +636,10 @@ pub fn train(
             state.best_mse = em.val_mse;
             state.best_epoch = em.epoch;
             state.since_best = 0;
-            net.save_checkpoint(&run_dir.join(BEST_FILE))?;
+            average
+                .as_ref()
+                .map_or(&net, |a| &a.net)
+                .save_checkpoint(&run_dir.join(BEST_FILE))?;
         } else {
             state.since_best += 1;
         }
@@ -593,7 +649,7 @@ pub fn train(
             state.stopped_early = true;
         }
         state.history.push(em);
-        save_last(run_dir, &net, &optim, &state)?;
+        save_last(run_dir, &net, average.as_ref(), &optim, &state)?;
         write_metrics_csv(&run_dir.join(METRICS_FILE), &state.history)?;
         report(TrainEvent::EpochDone {
             metrics: state.history.last().expect("pushed above"),
@@ -611,7 +667,7 @@ pub fn train(
     }
     Ok(TrainOutcome {
         state,
-        net,
+        net: average.map_or(net, |a| a.net),
         interrupted,
     })
 }
@@ -631,6 +687,13 @@ pub fn load_data(cfg: &TrainConfig, progress: &dyn Progress) -> Result<(Dataset,
     };
     let all = load(&cfg.train, "training data")?;
     let (mut train, val) = match &cfg.val {
+        Some(v) if cfg.train_on_val => {
+            let val = load(v, "validation data")?;
+            let mut train = all;
+            train.samples.extend(val.samples.iter().cloned());
+            train.source = format!("{} + {}", cfg.train, v);
+            (train, val)
+        }
         Some(v) => (all, load(v, "validation data")?),
         None => {
             ensure!(
