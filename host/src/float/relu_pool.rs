@@ -150,7 +150,7 @@ impl ReluPoolKernels for Flex {
     }
 }
 
-/// Pooled values and winners (`0..4` row-major in the window, or [`NONE`])
+/// Pooled values and winners (`0..4` row-major in the window, or `NONE`)
 /// of `x [N, C, H, W]`. NaN wins its window, as in burn's pool, so a
 /// diverging run still shows NaN.
 pub fn pool_forward_f32(x: &[f32], [n, c, h, w]: [usize; 4]) -> (Vec<f32>, Vec<u8>) {

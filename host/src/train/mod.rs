@@ -17,7 +17,8 @@
 //! Run directory:
 //! - `config.json`: the [`TrainConfig`];
 //! - `metrics.csv`: one row per epoch;
-//! - `best.bpk`: the weights with the lowest validation MSE so far;
+//! - `best.bpk`: the model with the lowest validation MSE so far (with
+//!   `--ema`, the weight average);
 //! - `last/`: `model.bpk`, `optim.bpk`, `state.json` (and with `--ema`
 //!   `average.bpk`) after the last finished epoch (replaced as a whole, so a
 //!   crash leaves the previous one);
