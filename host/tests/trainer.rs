@@ -36,6 +36,24 @@ fn synthetic(n: usize, seed: u64) -> Vec<Sample> {
         .collect()
 }
 
+fn in_memory(samples: Vec<Sample>, source: &str) -> Dataset {
+    Dataset {
+        samples,
+        source: source.into(),
+        ..Default::default()
+    }
+}
+
+/// Two epochs in batches of 4: the cross-validation tests' small runs.
+fn two_epoch_recipe() -> TrainConfig {
+    TrainConfig {
+        train: "synthetic".into(),
+        epochs: 2,
+        batch: 4,
+        ..Default::default()
+    }
+}
+
 fn csv_of(samples: &[Sample]) -> String {
     let mut v = Vec::new();
     write_csv(&mut v, samples).unwrap();
@@ -246,11 +264,7 @@ fn loads_gz_and_zip_files() {
 
 #[test]
 fn split_is_seeded_and_disjoint() {
-    let ds = Dataset {
-        samples: synthetic(20, 5),
-        source: "s".into(),
-        ..Default::default()
-    };
+    let ds = in_memory(synthetic(20, 5), "s");
     let (a, b) = ds.split(0.25, 9);
     let (a2, b2) = ds.split(0.25, 9);
     assert_eq!(a.samples, a2.samples);
@@ -510,16 +524,8 @@ fn resume_case(
     facemark::float::weights::FloatWeights,
 ) {
     let s = synthetic(10, 12);
-    let train_set = Dataset {
-        samples: s[..6].to_vec(),
-        source: "train".into(),
-        ..Default::default()
-    };
-    let val_set = Dataset {
-        samples: s[6..].to_vec(),
-        source: "val".into(),
-        ..Default::default()
-    };
+    let train_set = in_memory(s[..6].to_vec(), "train");
+    let val_set = in_memory(s[6..].to_vec(), "val");
     let cfg = TrainConfig {
         train: "synthetic".into(),
         epochs: 3,
@@ -696,11 +702,7 @@ fn evaluate_measures_known_errors() {
     }
     s[2].keypoints[0] = f32::NAN;
     let truth: Vec<[f32; OUTPUTS]> = s.iter().map(|x| x.keypoints.map(pixel_to_unit)).collect();
-    let ds = Dataset {
-        samples: s,
-        source: "mem".into(),
-        ..Default::default()
-    };
+    let ds = in_memory(s, "mem");
     let m = evaluate(&Truth(truth.clone(), 0.0), &ds, &facemark::progress::Silent).unwrap();
     assert_eq!(m.mse, 0.0);
     assert_eq!(m.coordinates, 5 * OUTPUTS - 1);
@@ -780,17 +782,8 @@ fn skipped_rows_are_reported_through_progress_even_when_split() {
 
 #[test]
 fn cross_validation_trains_each_fold_and_reports_the_spread() {
-    let all = Dataset {
-        samples: synthetic(12, 31),
-        source: "synthetic".into(),
-        ..Default::default()
-    };
-    let cfg = TrainConfig {
-        train: "synthetic".into(),
-        epochs: 2,
-        batch: 4,
-        ..Default::default()
-    };
+    let all = in_memory(synthetic(12, 31), "synthetic");
+    let cfg = two_epoch_recipe();
     let dir = tempfile::tempdir().unwrap();
     let mut epochs_seen = Vec::new();
     let r = facemark::train::cv::cross_validate(
@@ -858,17 +851,10 @@ fn cross_validation_trains_each_fold_and_reports_the_spread() {
 
 #[test]
 fn cross_validation_with_a_weight_average_reports_the_raw_weights_beside_it() {
-    let all = Dataset {
-        samples: synthetic(8, 32),
-        source: "synthetic".into(),
-        ..Default::default()
-    };
+    let all = in_memory(synthetic(8, 32), "synthetic");
     let cfg = TrainConfig {
-        train: "synthetic".into(),
-        epochs: 2,
-        batch: 4,
         ema: Some(0.9),
-        ..Default::default()
+        ..two_epoch_recipe()
     };
     let dir = tempfile::tempdir().unwrap();
     let r = facemark::train::cv::cross_validate(

@@ -461,7 +461,29 @@ pub fn train(
     let plain = cfg.backend.device();
     let config_path = run_dir.join(CONFIG_FILE);
 
-    let (mut net, mut optim, mut state) = if opts.resume {
+    // A run's model, weight average and progress: new, or after the epoch
+    // that `last` holds (for --resume, and on a stop inside an epoch).
+    let fresh = || {
+        let net = Net::new(&device, cfg.seed);
+        let average = cfg.ema.map(|decay| WeightAverage::new(&net, decay));
+        (net, average, TrainState::default())
+    };
+    let from_last = |last: &Path| -> Result<(Net, Option<WeightAverage>, TrainState)> {
+        let state: TrainState = read_json(&last.join(STATE_FILE))?;
+        let net = Net::load_checkpoint(&last.join(MODEL_FILE), &device)?;
+        let average = match cfg.ema {
+            Some(decay) => {
+                let path = last.join(AVERAGE_FILE);
+                let avg = Net::load_checkpoint(&path, &device)
+                    .with_context(|| format!("--resume with --ema needs {}", path.display()))?;
+                Some(WeightAverage::from_net(avg, decay))
+            }
+            None => None,
+        };
+        Ok((net, average, state))
+    };
+
+    let ((mut net, mut average, mut state), mut optim) = if opts.resume {
         ensure!(
             config_path.is_file(),
             "--resume: {} has no {CONFIG_FILE}",
@@ -489,8 +511,7 @@ pub fn train(
         }
         match find_last(run_dir) {
             Some(last) => {
-                let state: TrainState = read_json(&last.join(STATE_FILE))?;
-                let net = Net::load_checkpoint(&last.join(MODEL_FILE), &device)?;
+                let (net, average, state) = from_last(&last)?;
                 let optim = optimizer(cfg).load(last.join(OPTIM_FILE)).map_err(|e| {
                     anyhow::anyhow!("loading {}: {e}", last.join(OPTIM_FILE).display())
                 })?;
@@ -499,7 +520,7 @@ pub fn train(
                     best_mse: state.best_mse,
                     best_epoch: state.best_epoch,
                 });
-                (net, optim, state)
+                ((net, average, state), optim)
             }
             None => {
                 report(TrainEvent::Resumed {
@@ -507,11 +528,7 @@ pub fn train(
                     best_mse: f64::INFINITY,
                     best_epoch: 0,
                 });
-                (
-                    Net::new(&device, cfg.seed),
-                    optimizer(cfg),
-                    TrainState::default(),
-                )
+                (fresh(), optimizer(cfg))
             }
         }
     } else {
@@ -523,23 +540,7 @@ pub fn train(
         }
         fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         write_json(&config_path, cfg)?;
-        (
-            Net::new(&device, cfg.seed),
-            optimizer(cfg),
-            TrainState::default(),
-        )
-    };
-
-    let load_average = |last: &Path, decay: f64| -> Result<WeightAverage> {
-        let path = last.join(AVERAGE_FILE);
-        let net = Net::load_checkpoint(&path, &device)
-            .with_context(|| format!("--resume with --ema needs {}", path.display()))?;
-        Ok(WeightAverage::from_net(net, decay))
-    };
-    let mut average = match (cfg.ema, find_last(run_dir)) {
-        (None, _) => None,
-        (Some(decay), Some(last)) if state.epochs_done > 0 => Some(load_average(&last, decay)?),
-        (Some(decay), _) => Some(WeightAverage::new(&net, decay)),
+        (fresh(), optimizer(cfg))
     };
 
     let stop_requested = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
@@ -593,17 +594,10 @@ pub fn train(
                 epochs_done: state.epochs_done,
             });
             // Reload the last finished epoch so the returned model matches the checkpoint.
-            if let Some(last) = find_last(run_dir) {
-                net = Net::load_checkpoint(&last.join(MODEL_FILE), &device)?;
-                state = read_json(&last.join(STATE_FILE))?;
-                if let Some(decay) = cfg.ema {
-                    average = Some(load_average(&last, decay)?);
-                }
-            } else {
-                net = Net::new(&device, cfg.seed);
-                state = TrainState::default();
-                average = cfg.ema.map(|decay| WeightAverage::new(&net, decay));
-            }
+            (net, average, state) = match find_last(run_dir) {
+                Some(last) => from_last(&last)?,
+                None => fresh(),
+            };
             break;
         }
 
@@ -614,7 +608,9 @@ pub fn train(
                 &crate::progress::Silent,
             )
         };
-        let m = validate(average.as_ref().map_or(&net, |a| &a.net))?;
+        // The model the run produces: the average with --ema.
+        let produced = average.as_ref().map_or(&net, |a| &a.net);
+        let m = validate(produced)?;
         let raw_val_score = match average {
             Some(_) => Some(score(validate(&net)?.mse)),
             None => None,
@@ -637,10 +633,7 @@ pub fn train(
             state.best_mse = em.val_mse;
             state.best_epoch = em.epoch;
             state.since_best = 0;
-            average
-                .as_ref()
-                .map_or(&net, |a| &a.net)
-                .save_checkpoint(&run_dir.join(BEST_FILE))?;
+            produced.save_checkpoint(&run_dir.join(BEST_FILE))?;
         } else {
             state.since_best += 1;
         }
