@@ -790,6 +790,7 @@ fn cross_validation_trains_each_fold_and_reports_the_spread() {
         &cfg,
         &all,
         3,
+        None,
         dir.path(),
         &TrainOptions::default(),
         &mut |fold, e| {
@@ -841,12 +842,62 @@ fn cross_validation_trains_each_fold_and_reports_the_spread() {
             &cfg,
             &all,
             7,
+            None,
             dir.path(),
             &TrainOptions::default(),
             &mut |_, _| {}
         )
         .is_err()
     );
+}
+
+#[test]
+fn folds_run_by_separate_calls_are_gathered_by_a_resume_into_the_same_report() {
+    let all = in_memory(synthetic(9, 33), "synthetic");
+    let cfg = two_epoch_recipe();
+    let cv = |dir: &std::path::Path, only: Option<&[usize]>, resume: bool| {
+        let mut trained = Vec::new();
+        let opts = TrainOptions {
+            resume,
+            ..Default::default()
+        };
+        let r =
+            facemark::train::cv::cross_validate(&cfg, &all, 3, only, dir, &opts, &mut |i, e| {
+                if let TrainEvent::EpochDone { .. } = e {
+                    trained.push(i);
+                }
+            });
+        (r, trained)
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let (one_call, _) = cv(whole.path(), None, false);
+    let one_call = one_call.unwrap();
+
+    let split = tempfile::tempdir().unwrap();
+    let (r, trained) = cv(split.path(), Some(&[2]), false);
+    assert_eq!((r.unwrap().folds.len(), trained), (1, vec![2, 2]));
+    assert!(
+        !split.path().join("cv.json").exists(),
+        "one fold of three is no report"
+    );
+    let (r, trained) = cv(split.path(), Some(&[0]), false);
+    assert_eq!(r.unwrap().folds[0].fold, 0);
+    assert_eq!(trained, [0, 0]);
+    // The gathering call trains only the fold not yet run.
+    let (gathered, trained) = cv(split.path(), None, true);
+    let gathered = gathered.unwrap();
+    assert_eq!(trained, [1, 1]);
+    assert_eq!(gathered.folds, one_call.folds);
+    assert_eq!(gathered.last, one_call.last);
+    assert!(split.path().join("cv.json").is_file());
+
+    // A fold outside 0..k, or none at all: an error naming it.
+    let err = cv(split.path(), Some(&[3]), true)
+        .0
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--fold 3") && err.contains("0..3"), "{err}");
+    assert!(cv(split.path(), Some(&[]), true).0.is_err());
 }
 
 #[test]
@@ -861,6 +912,7 @@ fn cross_validation_with_a_weight_average_reports_the_raw_weights_beside_it() {
         &cfg,
         &all,
         2,
+        None,
         dir.path(),
         &TrainOptions::default(),
         &mut |_, _| {},
@@ -902,4 +954,124 @@ fn train_on_val_trains_on_both_files_and_still_validates_on_the_second() {
             .zip(&train_set.samples)
             .all(|(a, b)| a.image == b.image)
     );
+}
+
+#[test]
+fn distillation_targets_blend_labels_with_the_teachers_flip_averaged_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = Backend::Flex.device();
+    let paths: Vec<String> = [3u64, 4]
+        .iter()
+        .map(|&seed| {
+            let p = dir.path().join(format!("t{seed}.bpk"));
+            Net::new(&plain, seed).save_checkpoint(&p).unwrap();
+            p.display().to_string()
+        })
+        .collect();
+    let mut samples = synthetic(3, 51);
+    samples[1].keypoints[7] = f32::NAN;
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let mut rng = epoch_rng(0, 0);
+    // No augmentation: the batch's images are exactly pixel / 255, as eval's.
+    let mut batch = HostBatch::build(&refs, &AugmentConfig::default(), &mut rng);
+    let labels = batch.targets.clone();
+    let w = 0.25;
+    let teachers = facemark::train::distill::Teachers::load(&paths, w, &plain).unwrap();
+    teachers.blend(&mut batch).unwrap();
+
+    // The reference: eval's flip-averaged predictor, per teacher, averaged.
+    let images: Vec<&[u8]> = samples.iter().map(|s| &s.image[..]).collect();
+    let per_teacher: Vec<Vec<[f32; OUTPUTS]>> = paths
+        .iter()
+        .map(|p| {
+            let f = facemark::eval::FloatPredictor::load(std::path::Path::new(p), Backend::Flex)
+                .unwrap();
+            facemark::eval::FlipAveraged(Box::new(f))
+                .predict(&images)
+                .unwrap()
+        })
+        .collect();
+    for (i, s) in samples.iter().enumerate() {
+        for k in 0..OUTPUTS {
+            let teacher = (per_teacher[0][i][k] + per_teacher[1][i][k]) / 2.0;
+            let want = if s.keypoints[k].is_nan() {
+                teacher
+            } else {
+                (1.0 - w as f32) * labels[i * OUTPUTS + k] + w as f32 * teacher
+            };
+            let got = batch.targets[i * OUTPUTS + k];
+            assert!(
+                (got - want).abs() < 1e-5,
+                "face {i} output {k}: {got} vs {want}"
+            );
+        }
+    }
+    // The teachers' value fills the missing label, which now counts.
+    assert!(batch.mask.iter().all(|&m| m == 1.0));
+    assert_eq!(batch.labelled, 3 * OUTPUTS);
+    assert!(per_teacher[0] != per_teacher[1], "two different teachers");
+}
+
+#[test]
+fn a_teacher_teaches_where_labels_are_missing_and_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = dir.path().join("teacher.bpk");
+    Net::new(&Backend::Flex.device(), 9)
+        .save_checkpoint(&teacher)
+        .unwrap();
+    let mut unlabelled = synthetic(8, 52);
+    for s in &mut unlabelled {
+        s.keypoints = [f32::NAN; OUTPUTS];
+    }
+    let val = in_memory(synthetic(4, 53), "val");
+    let run = |cfg: &TrainConfig, name: &str| {
+        train(
+            cfg,
+            &in_memory(unlabelled.clone(), "unlabelled"),
+            &val,
+            &dir.path().join(name),
+            &TrainOptions::default(),
+            &mut |_| {},
+        )
+    };
+    let cfg = TrainConfig {
+        teachers: vec![teacher.display().to_string()],
+        ..two_epoch_recipe()
+    };
+    // Without labels a run has no loss at all; the teacher's targets give one.
+    let alone = run(&two_epoch_recipe(), "alone").unwrap();
+    assert_eq!(alone.state.history[0].train_loss, 0.0);
+    let taught = run(&cfg, "taught").unwrap();
+    assert!(taught.state.history.iter().all(|m| m.train_loss > 0.0));
+    assert_ne!(alone.net.to_float_weights(), taught.net.to_float_weights());
+
+    // A missing teacher names its path; the weight must be in (0, 1].
+    let missing = TrainConfig {
+        teachers: vec![dir.path().join("none.bpk").display().to_string()],
+        ..two_epoch_recipe()
+    };
+    let err = format!("{:#}", run(&missing, "missing").err().unwrap());
+    assert!(err.contains("none.bpk"), "{err}");
+    for bad in [0.0, 1.5, f64::NAN] {
+        let c = TrainConfig {
+            distill_weight: bad,
+            ..cfg.clone()
+        };
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("--distill-weight"), "{err}");
+    }
+    // cv refuses a teacher that is not the fold's own.
+    let all = in_memory(synthetic(6, 54), "all");
+    let err = facemark::train::cv::cross_validate(
+        &cfg,
+        &all,
+        2,
+        None,
+        &dir.path().join("cv"),
+        &TrainOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("{fold}"), "{err}");
 }

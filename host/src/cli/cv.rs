@@ -28,7 +28,13 @@ pub struct CvArgs {
     /// The recipe the flags start from (as `facemark train`'s).
     #[arg(long, value_enum, default_value_t = Recipe::Committed)]
     pub recipe: Recipe,
-    /// Continue each fold's run from its last finished epoch.
+    /// Run only fold I (0-based; repeat for more), e.g. one process per
+    /// core with `RAYON_NUM_THREADS=1`; `cv.json` is then left to a last
+    /// run with `--resume` and no `--fold`, which reads the finished folds back.
+    #[arg(long = "fold", value_name = "I")]
+    pub only: Vec<usize>,
+    /// Continue each fold's run from its last finished epoch (a fold not
+    /// begun starts; a finished one is read back).
     #[arg(long)]
     pub resume: bool,
     /// No progress bar.
@@ -74,6 +80,7 @@ pub fn run(args: &CvArgs, matches: &ArgMatches) -> Result<()> {
         &cfg,
         &all,
         args.folds,
+        (!args.only.is_empty()).then_some(&args.only[..]),
         &args.out,
         &train_opts,
         &mut |i, e| {
@@ -107,7 +114,15 @@ pub fn run(args: &CvArgs, matches: &ArgMatches) -> Result<()> {
         r.last.max,
         r.best.mean,
         r.best.std,
-        args.out.join("cv.json").display()
+        if r.folds.len() == args.folds {
+            args.out.join("cv.json").display().to_string()
+        } else {
+            format!(
+                "{} of {} folds (cv.json is written by a run over all of them: --resume without --fold)",
+                r.folds.len(),
+                args.folds
+            )
+        }
     );
     if let (Some(last), Some(best)) = (r.raw_last, r.raw_best) {
         println!(

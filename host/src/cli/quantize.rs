@@ -17,9 +17,11 @@ pub struct ExportArgs {
     /// best checkpoint), or an ONNX file of the seed network (as PyTorch's
     /// `torch.onnx.export` writes it).
     pub checkpoint: PathBuf,
-    /// Where to write the float ONNX model.
-    #[arg(short, long, default_value = "models/facemark.onnx")]
-    pub output: PathBuf,
+    /// Where to write the float ONNX model; default: beside the checkpoint,
+    /// `X.bpk` -> `X.onnx` (a run directory: `DIR/best.onnx`), so exporting
+    /// a trial never overwrites the committed `models/facemark.onnx`.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
 }
 
 /// Arguments of `facemark quantize`.
@@ -68,15 +70,33 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn run_export(a: &ExportArgs) -> Result<()> {
+    let output = match &a.output {
+        Some(o) => o.clone(),
+        None => float_onnx_beside(&a.checkpoint)?,
+    };
     let w = crate::float::load_weights(&a.checkpoint)?;
     let m = crate::quant::onnx::float_model(&w, 1, false)?;
-    crate::quant::onnx::save(&m, &a.output)?;
+    crate::quant::onnx::save(&m, &output)?;
     println!(
         "wrote {} ({} bytes)",
-        a.output.display(),
-        std::fs::metadata(&a.output)?.len()
+        output.display(),
+        std::fs::metadata(&output)?.len()
     );
     Ok(())
+}
+
+/// `export`'s default output: `X.bpk` -> `X.onnx`, a run directory ->
+/// `DIR/best.onnx`; an ONNX input would be its own output, so it needs `-o`.
+fn float_onnx_beside(checkpoint: &Path) -> Result<PathBuf> {
+    if checkpoint.is_dir() {
+        return Ok(checkpoint.join("best.onnx"));
+    }
+    anyhow::ensure!(
+        checkpoint.extension().is_none_or(|e| e != "onnx"),
+        "{} is an ONNX file already: give the output with -o",
+        checkpoint.display()
+    );
+    Ok(checkpoint.with_extension("onnx"))
 }
 
 /// `--onnx`'s default: `dir/name.fmq` -> `dir/name-int8.onnx`.
@@ -142,7 +162,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_int8_onnx_goes_beside_the_model_file() {
+    fn exported_and_int8_onnx_files_go_beside_their_models() {
+        let f = |s: &str| float_onnx_beside(Path::new(s)).map_err(|e| e.to_string());
+        assert_eq!(
+            f("runs/a/last/model.bpk").unwrap(),
+            Path::new("runs/a/last/model.onnx")
+        );
+        assert!(f("models/facemark.onnx").unwrap_err().contains("-o"));
         let p = |s: &str| int8_onnx_beside(Path::new(s));
         assert_eq!(
             p("models/facemark.fmq"),

@@ -148,7 +148,7 @@ fn dense_from(l: &Layer, w: &LayerWeights, device: &Device) -> Linear {
     lin
 }
 
-fn read_f32<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
+pub(crate) fn read_f32<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
     t.try_into_vec_as::<f32>()
         .map_err(|e| anyhow::anyhow!("reading {what}: {e:?}"))
 }

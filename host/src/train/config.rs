@@ -70,6 +70,19 @@ pub struct TrainConfig {
     #[serde(default)]
     #[arg(long, help = per_recipe("Exponential moving average of the weights, decay per step (e.g. 0.999): validated, kept and returned instead of the raw weights, whose score is reported beside it", |c| c.ema.map_or("off".to_string(), |e| e.to_string())))]
     pub ema: Option<f64>,
+    /// Knowledge distillation (`train::distill`): a float model (`.bpk`)
+    /// whose flip-averaged predictions the targets blend in; repeat for an
+    /// ensemble (their mean). In `facemark cv`, `{fold}` in the path
+    /// stands for the fold's index (a teacher per fold, trained without
+    /// its held-out persons).
+    #[serde(default)]
+    #[arg(long = "teacher", value_name = "BPK")]
+    pub teachers: Vec<String>,
+    /// The teachers' share of each target: `(1 - w) * label + w * teacher`.
+    #[serde(default = "half")]
+    #[arg(long, default_value_t = committed().distill_weight, hide_default_value = true,
+        help = per_recipe("The teachers' share w of each target, (1 - w) * label + w * teacher (with --teacher)", |c| c.distill_weight))]
+    pub distill_weight: f64,
     #[arg(long, default_value_t = committed().seed, hide_default_value = true,
         help = per_recipe("Seed for initialisation, split, shuffling, augmentation and dropout", |c| c.seed))]
     pub seed: u64,
@@ -85,6 +98,11 @@ pub struct TrainConfig {
     /// Use only the first N training samples (after the split; quick trials).
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+/// `distill_weight`'s default, also for runs made before it.
+fn half() -> f64 {
+    0.5
 }
 
 /// The clap defaults: any recipe would do, as [`TrainConfig::over_recipe`]
@@ -123,6 +141,8 @@ impl Default for TrainConfig {
             augment: AugmentConfig::default(),
             early_stop: None,
             ema: None,
+            teachers: Vec::new(),
+            distill_weight: half(),
             seed: 0,
             train_on_val: false,
             skip_bad_rows: false,
@@ -211,6 +231,13 @@ impl TrainConfig {
                 "--ema must be in (0, 1) (a decay per step, e.g. 0.999), not {d}"
             );
         }
+        ensure!(
+            self.distill_weight.is_finite()
+                && self.distill_weight > 0.0
+                && self.distill_weight <= 1.0,
+            "--distill-weight must be in (0, 1], not {}",
+            self.distill_weight
+        );
         self.augment.check()
     }
 

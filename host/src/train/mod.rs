@@ -27,6 +27,7 @@
 pub mod average;
 mod config;
 pub mod cv;
+pub mod distill;
 pub(crate) mod plot;
 
 pub(crate) use config::per_recipe;
@@ -55,6 +56,7 @@ use crate::eval::{FloatPredictor, evaluate, rmse_px, score};
 use crate::float::net::Net;
 use crate::progress::Progress;
 use crate::train::average::WeightAverage;
+use crate::train::distill::Teachers;
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -543,6 +545,10 @@ pub fn train(
         (fresh(), optimizer(cfg))
     };
 
+    let teachers = match cfg.teachers.is_empty() {
+        true => None,
+        false => Some(Teachers::load(&cfg.teachers, cfg.distill_weight, &plain)?),
+    };
     let stop_requested = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     let n = train_set.len();
     let per_epoch = batches_per_epoch(n, cfg.batch);
@@ -573,7 +579,10 @@ pub fn train(
                 break;
             }
             let samples: Vec<&Sample> = idx.iter().map(|&i| &train_set.samples[i]).collect();
-            let batch = HostBatch::build(&samples, &cfg.augment, &mut rng);
+            let mut batch = HostBatch::build(&samples, &cfg.augment, &mut rng);
+            if let Some(t) = &teachers {
+                t.blend(&mut batch)?;
+            }
             lr = cfg.lr_at(state.steps_done, total_steps);
             let (next, loss) = train_step(net, &mut optim, &batch, lr, &mut rng, &device)
                 .with_context(|| format!("epoch {}, step {}", epoch + 1, state.steps_done + 1))?;
