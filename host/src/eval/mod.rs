@@ -109,13 +109,20 @@ impl Predictor for FlipAveraged {
         Ok(plain
             .iter()
             .zip(&flipped)
-            .map(|(p, f)| {
-                let mut back = *f;
-                crate::data::augment::flip_unit_keypoints(&mut back);
-                core::array::from_fn(|k| 0.5 * (p[k] + back[k]))
-            })
+            .map(|(p, f)| mean_with_mirrored(p, f))
             .collect())
     }
+}
+
+/// The flip average of one face: its prediction `plain` and the mirror
+/// image's `mirrored`, mirrored back (left and right swapped), averaged.
+pub(crate) fn mean_with_mirrored(
+    plain: &[f32; OUTPUTS],
+    mirrored: &[f32; OUTPUTS],
+) -> [f32; OUTPUTS] {
+    let mut back = *mirrored;
+    crate::data::augment::flip_unit_keypoints(&mut back);
+    core::array::from_fn(|k| 0.5 * (plain[k] + back[k]))
 }
 
 /// A predictor for a model path, by kind: an int8 model file (`.fmq`, run

@@ -18,7 +18,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use facemark_core::network::{INPUT_SIDE, OUTPUTS};
 
-use crate::data::augment::flip_unit_keypoints;
+use crate::eval::mean_with_mirrored;
 use crate::float::net::{Net, read_f32};
 use crate::train::HostBatch;
 
@@ -67,11 +67,10 @@ impl Teachers {
                 .zip(plain.chunks_exact(OUTPUTS))
                 .zip(flipped.chunks_exact(OUTPUTS))
             {
-                let mut back: [f32; OUTPUTS] = f.try_into().expect("chunk of OUTPUTS");
-                flip_unit_keypoints(&mut back);
-                for k in 0..OUTPUTS {
-                    s[k] += 0.5 * (p[k] + back[k]);
-                }
+                let (p, f) = (p.try_into(), f.try_into());
+                let avg =
+                    mean_with_mirrored(p.expect("chunk of OUTPUTS"), f.expect("chunk of OUTPUTS"));
+                s.iter_mut().zip(avg).for_each(|(s, a)| *s += a);
             }
         }
         let k = self.nets.len() as f32;
