@@ -292,6 +292,7 @@ impl Recipe {
                     shift: 2.0,
                     brightness: 0.1,
                     contrast: 0.2,
+                    rotate: 10.0,
                     ..AugmentConfig::default()
                 },
                 seed: 2,
