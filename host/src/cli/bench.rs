@@ -88,6 +88,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 }
 
+/// "1 thread", "2 threads": the rows' names.
+fn threads_label(n: usize) -> String {
+    if n == 1 {
+        "1 thread".into()
+    } else {
+        format!("{n} threads")
+    }
+}
+
 fn run_train(a: &BenchTrainArgs) -> Result<()> {
     // PyTorch's OpenMP threads collapse under any background load.
     if let Some(w) = load_warning() {
@@ -103,7 +112,7 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
         .install(|| time_burn(Backend::Flex, a.batches, a.warmup, a.batch))
         .context("timing burn flex")?;
     rows.push(Timing {
-        name: format!("burn flex ({} threads)", a.threads),
+        name: format!("burn flex ({})", threads_label(a.threads)),
         batches: a.batches,
         seconds_per_batch: Some(flex.seconds_per_batch),
         note: None,
@@ -124,7 +133,7 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
             })
             .context("timing burn ndarray")?;
         rows.push(Timing {
-            name: format!("burn ndarray ({} threads)", a.threads),
+            name: format!("burn ndarray ({})", threads_label(a.threads)),
             batches: a.ndarray_batches,
             seconds_per_batch: Some(nd.seconds_per_batch),
             note: None,
@@ -142,7 +151,7 @@ fn run_train(a: &BenchTrainArgs) -> Result<()> {
         };
         match time_torch(&peer, a.batches, a.warmup, a.batch) {
             Ok(t) => rows.push(Timing {
-                name: format!("PyTorch CPU ({} threads)", a.threads),
+                name: format!("PyTorch CPU ({})", threads_label(a.threads)),
                 batches: a.batches,
                 seconds_per_batch: Some(t),
                 note: None,
