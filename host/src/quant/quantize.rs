@@ -6,10 +6,13 @@
 //! (every hidden activation follows a ReLU, so its range is [0, max] and its
 //! zero point -128); bias int32 at scale `x_scale * w_scale[c]`; the input
 //! pixel `p` is `p - 128` at scale 1/255. Requantization factors are the f32
-//! `(w_scale[c] * x_scale) * (1 / y_scale)`, computed in f32 in that order, as
-//! tract does (it turns the division by the constant `y_scale` into a
-//! multiplication by its reciprocal; a plain division differs by an ulp now
-//! and then, and so by one step on rare near-ties).
+//! `w_scale[c] * (x_scale * (1 / y_scale))`, computed in f32 in that order, as
+//! tract 0.23 does: it turns the division by the constant `y_scale` into a
+//! multiplication by its reciprocal, then folds the two scalar constants
+//! first (`declutter_mul_const_mul_const`). Another order differs by an ulp
+//! now and then, and so by one step on a near-tie: the 2026-12-03 model's
+//! conv 1 had `|acc| = 17733`, exactly 68.4999958 steps, which
+//! `(w * x) * (1 / y)` puts at 68.49999 (68) and tract at 68.50001 (69).
 
 use crate::float::weights::FloatWeights;
 use anyhow::{Result, bail, ensure};
@@ -226,7 +229,7 @@ impl QuantModel {
                     -128,
                     weight_scales
                         .iter()
-                        .map(|&s| (s * x_scale) * (1.0 / ys))
+                        .map(|&s| s * (x_scale * (1.0 / ys)))
                         .collect(),
                 )
             };
