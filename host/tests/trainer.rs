@@ -420,6 +420,74 @@ fn augmentation_moves_keypoints_with_the_image() {
 }
 
 #[test]
+fn erasing_occludes_one_rectangle_and_keeps_the_keypoints() {
+    use facemark::data::augment::{ERASE_MAX_SIDE, ERASE_MIN_SIDE};
+    use rand::RngCore;
+    let mut s = synthetic(1, 11).remove(0);
+    // A ramp no rectangle of one grey can match by chance.
+    for (i, p) in s.image.iter_mut().enumerate() {
+        *p = (i % 251) as u8;
+    }
+    let plain: Vec<f32> = s.image.iter().map(|&p| p as f32 / 255.0).collect();
+    let cfg = AugmentConfig {
+        erase: 1.0,
+        ..Default::default()
+    };
+    let mut rng = epoch_rng(4, 0);
+    for _ in 0..20 {
+        let (img, kp) = cfg.apply(&s, &mut rng);
+        assert_eq!(kp.map(f32::to_bits), s.keypoints.map(f32::to_bits));
+        let changed: Vec<usize> = (0..img.len()).filter(|&i| img[i] != plain[i]).collect();
+        let (cols, rows): (Vec<usize>, Vec<usize>) = changed
+            .iter()
+            .map(|&i| (i % INPUT_SIDE, i / INPUT_SIDE))
+            .unzip();
+        let (c0, c1) = (*cols.iter().min().unwrap(), *cols.iter().max().unwrap());
+        let (r0, r1) = (*rows.iter().min().unwrap(), *rows.iter().max().unwrap());
+        let (w, h) = (c1 - c0 + 1, r1 - r0 + 1);
+        for side in [w, h] {
+            assert!(
+                (ERASE_MIN_SIDE as usize..=ERASE_MAX_SIDE as usize).contains(&side),
+                "side {side}"
+            );
+        }
+        // One grey fills the whole rectangle (a ramp pixel may equal it).
+        let grey = img[r0 * INPUT_SIDE + c0];
+        for r in r0..=r1 {
+            for c in c0..=c1 {
+                assert_eq!(img[r * INPUT_SIDE + c], grey, "pixel ({c}, {r})");
+            }
+        }
+        assert!(changed.iter().all(|&i| img[i] == grey));
+    }
+    // The draws do not depend on the data, or on the hit: two images, or
+    // probabilities 1 and 0.5, leave the RNG in the same state.
+    let other = synthetic(1, 12).remove(0);
+    let half = AugmentConfig {
+        erase: 0.5,
+        ..Default::default()
+    };
+    let (mut a, mut b, mut c) = (epoch_rng(5, 0), epoch_rng(5, 0), epoch_rng(5, 0));
+    let mut hits = 0;
+    for _ in 0..200 {
+        cfg.apply(&s, &mut a);
+        cfg.apply(&other, &mut b);
+        let (img, _) = half.apply(&s, &mut c);
+        hits += usize::from(img != plain);
+    }
+    let next = [a.next_u64(), b.next_u64(), c.next_u64()];
+    assert!(next.iter().all(|&n| n == next[0]), "{next:?}");
+    assert!((70..=130).contains(&hits), "{hits} of 200 hit at p = 0.5");
+    // A probability outside [0, 1] is refused with the flag's name.
+    let bad = AugmentConfig {
+        erase: 1.5,
+        ..Default::default()
+    };
+    let err = bad.check().unwrap_err().to_string();
+    assert!(err.contains("--erase"), "{err}");
+}
+
+#[test]
 fn checkpoint_and_float_weights_round_trip_exactly() {
     let d = dev();
     let net = Net::new(&d, 42);

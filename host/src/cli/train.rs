@@ -235,7 +235,7 @@ mod recipe_tests {
         assert_eq!(config(&[]), Recipe::Committed.config());
         assert_eq!(config(&["--recipe", "seed"]), TrainConfig::default());
         let c = config(&[]);
-        assert_eq!((c.epochs, c.schedule, c.seed), (70, Schedule::Onecycle, 2));
+        assert_eq!((c.epochs, c.schedule, c.seed), (100, Schedule::Onecycle, 2));
         assert!(c.augment.flip && c.augment.shift == 2.0 && c.augment.contrast == 0.2);
     }
 

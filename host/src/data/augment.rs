@@ -1,6 +1,7 @@
 //! Training-time augmentation: horizontal flip (with left/right keypoint
 //! swap), small shifts, rotations and scales (keypoints transformed alike),
-//! and brightness/contrast jitter. Every random draw comes from the caller's
+//! brightness/contrast jitter, and random erasing (one rectangle occluded,
+//! as a hand, hair or glasses frame would). Every random draw comes from the caller's
 //! RNG, so a seeded run repeats exactly.
 //!
 //! Geometry: pixel `(col, row)` covers `[col, col + 1) x [row, row + 1)`, so
@@ -48,7 +49,19 @@ pub struct AugmentConfig {
     #[arg(long, default_value_t = committed().contrast, hide_default_value = true,
         help = per_recipe("Random contrast change up to this fraction, e.g. 0.2 (0 = off)", |a| a.contrast))]
     pub contrast: f32,
+    /// Probability of occluding one random rectangle (random erasing, Zhong
+    /// et al. 2017): sides uniform in [ERASE_MIN_SIDE, ERASE_MAX_SIDE] px,
+    /// filled with one random grey; the keypoints under it keep their labels.
+    #[arg(long, default_value_t = committed().erase, hide_default_value = true,
+        help = per_recipe("Random erasing: probability of occluding one random rectangle of 8-40 px sides with a random grey (0 = off)", |a| a.erase))]
+    #[serde(default)]
+    pub erase: f32,
 }
+
+/// Sides of an erased rectangle, px: from about an eye's width to a
+/// hand's across the 96 px face.
+pub const ERASE_MIN_SIDE: f32 = 8.0;
+pub const ERASE_MAX_SIDE: f32 = 40.0;
 
 /// The committed recipe's augmentation (the clap defaults; see
 /// `TrainConfig::over_recipe`).
@@ -69,6 +82,7 @@ impl AugmentConfig {
             && self.scale == 0.0
             && self.brightness == 0.0
             && self.contrast == 0.0
+            && self.erase == 0.0
     }
 
     /// Checks the ranges (non-negative, scale and contrast below 1).
@@ -94,6 +108,11 @@ impl AugmentConfig {
             self.contrast < 1.0,
             "--contrast must be below 1, got {}",
             self.contrast
+        );
+        anyhow::ensure!(
+            self.erase.is_finite() && (0.0..=1.0).contains(&self.erase),
+            "--erase is a probability, from 0 to 1, got {}",
+            self.erase
         );
         anyhow::ensure!(self.rotate <= 180.0, "--rotate must be at most 180 degrees");
         anyhow::ensure!(
@@ -128,6 +147,20 @@ impl AugmentConfig {
             let b = sym(rng, self.brightness);
             let c = 1.0 + sym(rng, self.contrast);
             jitter(&mut img, b, c);
+        }
+        if self.erase > 0.0 {
+            // Six draws whether or not this image is hit.
+            let hit = rng.random::<f32>() < self.erase;
+            let span = ERASE_MAX_SIDE - ERASE_MIN_SIDE;
+            let w = ERASE_MIN_SIDE + rng.random::<f32>() * span;
+            let h = ERASE_MIN_SIDE + rng.random::<f32>() * span;
+            let (u, v, grey): (f32, f32, f32) = (rng.random(), rng.random(), rng.random());
+            if hit {
+                let (w, h) = (w.round() as usize, h.round() as usize);
+                let col = (u * (SIDE - w + 1) as f32) as usize;
+                let row = (v * (SIDE - h + 1) as f32) as usize;
+                erase(&mut img, col.min(SIDE - w), row.min(SIDE - h), w, h, grey);
+            }
         }
         (img, kp)
     }
@@ -248,6 +281,14 @@ impl Affine {
             }
         }
         out
+    }
+}
+
+/// Fills the `w x h` rectangle whose top-left pixel is `(col, row)` with
+/// `grey` (the caller keeps it inside the image).
+pub fn erase(img: &mut [f32], col: usize, row: usize, w: usize, h: usize, grey: f32) {
+    for r in img.chunks_exact_mut(SIDE).skip(row).take(h) {
+        r[col..col + w].fill(grey);
     }
 }
 

@@ -285,7 +285,7 @@ impl Recipe {
         match self {
             Recipe::Seed => TrainConfig::default(),
             Recipe::Committed => TrainConfig {
-                epochs: 70,
+                epochs: 100,
                 schedule: Schedule::Onecycle,
                 augment: AugmentConfig {
                     flip: true,
