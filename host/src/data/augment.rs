@@ -53,7 +53,7 @@ pub struct AugmentConfig {
     /// et al. 2017): sides uniform in [ERASE_MIN_SIDE, ERASE_MAX_SIDE] px,
     /// filled with one random grey; the keypoints under it keep their labels.
     #[arg(long, default_value_t = committed().erase, hide_default_value = true,
-        help = per_recipe("Random erasing: probability of occluding one random rectangle of 8-40 px sides with a random grey (0 = off)", |a| a.erase))]
+        help = per_recipe(&format!("Random erasing: probability of occluding one random rectangle of {ERASE_MIN_SIDE}-{ERASE_MAX_SIDE} px sides with a random grey (0 = off)"), |a| a.erase))]
     #[serde(default)]
     pub erase: f32,
 }
@@ -85,7 +85,8 @@ impl AugmentConfig {
             && self.erase == 0.0
     }
 
-    /// Checks the ranges (non-negative, scale and contrast below 1).
+    /// Checks the ranges (non-negative, scale and contrast below 1, erase a
+    /// probability).
     pub fn check(&self) -> anyhow::Result<()> {
         for (name, v) in [
             ("shift", self.shift),
